@@ -1,0 +1,8 @@
+"""``python -m MachineUnlearningLib`` (and ``PythonSlicer -m MachineUnlearningLib``) entry point."""
+
+import sys
+
+from MachineUnlearningLib.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Cohort discovery, label policies, preprocessing and the synthetic demo cohort."""

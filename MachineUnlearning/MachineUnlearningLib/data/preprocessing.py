@@ -1,0 +1,229 @@
+"""MedicalNet-style preprocessing and its exact inverse.
+
+Forward (per subject, channels-first ``(C, D, H, W)``):
+
+1. crop to the foreground box: voxels where any channel differs from its corner value
+   ``image[:, 0, 0, 0]`` (MedicalNet's rule; unlike MedicalNet we keep the last foreground index);
+2. resize the crop to ``input_size`` (trilinear by default; MedicalNet uses nearest neighbour for
+   images, available as ``image_interpolation="nearest"``);
+3. z-score each channel over its voxels > 0; voxels <= 0 are set to 0 (MedicalNet fills them
+   with unseeded N(0, 1) noise, which would make runs irreproducible);
+4. labels: raw -> class ids by the label policy (ignored -> -1), then nearest-neighbour resize of
+   the crop to the network's output grid (1/4 of the input per axis).
+
+Inverse: softmax probabilities ``(C, d, h, w)`` on the output grid are resized (trilinear,
+MedicalNet's order 1) to the crop box and pasted into the original grid, where voxels outside the
+box are background with probability 1; the argmax is then on the original 240 x 240 x 48 grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from MachineUnlearningLib.data.labels import IGNORE_INDEX, LabelPolicy
+from MachineUnlearningLib.data.volumes import SubjectVolumes
+from MachineUnlearningLib.errors import InvalidInputError
+from MachineUnlearningLib.model.resnet import output_size
+from MachineUnlearningLib.options import look_up_option
+
+IMAGE_INTERPOLATIONS = ("trilinear", "nearest")
+Box = tuple[int, int, int, int, int, int]  # z0, z1, y0, y1, x0, x1 (end exclusive)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Spatial and intensity preprocessing, stored in every checkpoint.
+
+    Attributes:
+        input_size: network input (D, H, W) in voxels; MedicalNet's is (56, 448, 448).
+        crop_to_foreground: crop to the foreground box before resizing (MedicalNet: yes).
+        image_interpolation: ``trilinear`` (default) or ``nearest`` (MedicalNet's).
+        crop_jitter: training-time augmentation: each box bound moves by up to this fraction
+            of the box extent (0 = off). MedicalNet crops randomly around the label box.
+    """
+
+    input_size: tuple[int, int, int] = (56, 448, 448)
+    crop_to_foreground: bool = True
+    image_interpolation: str = "trilinear"
+    crop_jitter: float = 0.0
+
+    def __post_init__(self) -> None:
+        size = tuple(int(v) for v in self.input_size)
+        if len(size) != 3 or min(size) < 8:
+            raise InvalidInputError(
+                f"input_size: must be three sizes >= 8 (D, H, W), got {self.input_size!r}.",
+                hint="e.g. 56 448 448 (MedicalNet) or 32 96 96 (CPU demo).",
+            )
+        object.__setattr__(self, "input_size", size)
+        look_up_option(self.image_interpolation, IMAGE_INTERPOLATIONS, "image_interpolation")
+        if not 0.0 <= self.crop_jitter < 0.5:
+            raise InvalidInputError(
+                f"crop_jitter: must be in [0, 0.5), got {self.crop_jitter!r}.", hint="e.g. 0.05"
+            )
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "input_size": list(self.input_size)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessing:
+        return cls(**{**data, "input_size": tuple(data["input_size"])})
+
+
+def network_output_shape(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Logit grid (d, h, w) of a MedicalNet segmentation net for an input (D, H, W)."""
+    return tuple(output_size(n) for n in input_size)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class PreparedSample:
+    """One network-ready sample.
+
+    Attributes:
+        image: (C, D_in, H_in, W_in) float32 network input.
+        target: (d, h, w) int64 class ids on the output grid (-1 = ignore), or None.
+        box: crop box in the original grid (z0, z1, y0, y1, x0, x1), end exclusive.
+        grid_shape: original (D, H, W).
+    """
+
+    image: torch.Tensor
+    target: torch.Tensor | None
+    box: Box
+    grid_shape: tuple[int, int, int]
+
+
+def foreground_box(image: np.ndarray) -> Box:
+    """Bounding box of voxels that differ from the corner value in any channel.
+
+    Args:
+        image: (C, D, H, W).
+    Returns:
+        (z0, z1, y0, y1, x0, x1), end exclusive; the whole grid when nothing differs.
+    """
+    corner = image[:, :1, :1, :1]
+    mask = (image != corner).any(axis=0)
+    if not mask.any():
+        d, h, w = mask.shape
+        return (0, d, 0, h, 0, w)
+    bounds = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero(mask.any(axis=other))
+        bounds += [int(present[0]), int(present[-1]) + 1]
+    return tuple(bounds)  # type: ignore[return-value]
+
+
+def jitter_box(
+    box: Box, grid_shape: tuple[int, int, int], fraction: float, rng: np.random.Generator
+) -> Box:
+    """Move each bound of ``box`` by a uniform random amount up to ``fraction`` of its extent."""
+    out = []
+    for axis in range(3):
+        lo, hi = box[2 * axis], box[2 * axis + 1]
+        extent = hi - lo
+        step = int(round(fraction * extent))
+        lo = int(np.clip(lo + rng.integers(-step, step + 1), 0, grid_shape[axis] - 1))
+        hi = int(np.clip(hi + rng.integers(-step, step + 1), lo + 1, grid_shape[axis]))
+        out += [lo, hi]
+    return tuple(out)  # type: ignore[return-value]
+
+
+def _crop(array: np.ndarray, box: Box) -> np.ndarray:
+    z0, z1, y0, y1, x0, x1 = box
+    return array[..., z0:z1, y0:y1, x0:x1]
+
+
+def _normalise(image: torch.Tensor) -> torch.Tensor:
+    """Per-channel z-score over voxels > 0; other voxels become 0. (C, D, H, W) -> same."""
+    out = torch.zeros_like(image)
+    for c in range(image.shape[0]):
+        channel = image[c]
+        inside = channel > 0
+        if inside.sum() < 2:
+            continue
+        values = channel[inside]
+        std = values.std().clamp_min(1e-6)
+        out[c][inside] = (values - values.mean()) / std
+    return out
+
+
+def prepare_sample(
+    volumes: SubjectVolumes,
+    policy: LabelPolicy | None,
+    preprocessing: Preprocessing,
+    box: Box | None = None,
+) -> PreparedSample:
+    """Crop, resize and normalise one subject (``box`` overrides the foreground box)."""
+    grid = volumes.grid_shape
+    if box is None:
+        box = (
+            foreground_box(volumes.image)
+            if preprocessing.crop_to_foreground
+            else (0, grid[0], 0, grid[1], 0, grid[2])
+        )
+    cropped = torch.from_numpy(np.ascontiguousarray(_crop(volumes.image, box)))
+    mode = preprocessing.image_interpolation
+    resized = F.interpolate(
+        cropped[None].float(),
+        size=preprocessing.input_size,
+        mode=mode,
+        **({"align_corners": False} if mode == "trilinear" else {}),
+    )[0]
+    image = _normalise(resized)
+    target = None
+    if policy is not None and volumes.raw_label is not None:
+        classes = torch.from_numpy(policy.apply(_crop(volumes.raw_label, box)))
+        target = resize_labels(classes, network_output_shape(preprocessing.input_size))
+    return PreparedSample(image=image, target=target, box=box, grid_shape=grid)
+
+
+def resize_labels(labels: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of a (D, H, W) int64 label map to ``size``."""
+    resized = F.interpolate(labels[None, None].float(), size=size, mode="nearest")
+    return resized[0, 0].round().long()
+
+
+def restore_probabilities(probabilities: torch.Tensor, sample: PreparedSample) -> torch.Tensor:
+    """Map output-grid probabilities back onto the subject's original grid.
+
+    Args:
+        probabilities: (C, d, h, w) softmax output for ``sample``.
+    Returns:
+        (C, D, H, W) probabilities on the original grid; outside the crop box the background
+        class has probability 1.
+    """
+    z0, z1, y0, y1, x0, x1 = sample.box
+    inside = F.interpolate(
+        probabilities[None].float(),
+        size=(z1 - z0, y1 - y0, x1 - x0),
+        mode="trilinear",
+        align_corners=False,
+    )[0]
+    full = torch.zeros((probabilities.shape[0], *sample.grid_shape), dtype=torch.float32)
+    full[0] = 1.0
+    full[:, z0:z1, y0:y1, x0:x1] = inside
+    return full
+
+
+def class_targets_on_grid(volumes: SubjectVolumes, policy: LabelPolicy) -> np.ndarray:
+    """(D, H, W) int64 class ids on the original grid (-1 = ignored), for metrics."""
+    if volumes.raw_label is None:
+        raise InvalidInputError(f"subject {volumes.subject_id}: no label to evaluate against.")
+    return policy.apply(volumes.raw_label)
+
+
+__all__ = [
+    "IGNORE_INDEX",
+    "Preprocessing",
+    "PreparedSample",
+    "class_targets_on_grid",
+    "foreground_box",
+    "jitter_box",
+    "network_output_shape",
+    "prepare_sample",
+    "resize_labels",
+    "restore_probabilities",
+]

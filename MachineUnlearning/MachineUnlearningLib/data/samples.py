@@ -1,0 +1,54 @@
+"""In-memory source of network-ready samples for a set of subjects.
+
+Volumes are read once; deterministic samples (no crop jitter) are prepared once and cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from MachineUnlearningLib.data.cohort import Subject
+from MachineUnlearningLib.data.labels import LabelPolicy
+from MachineUnlearningLib.data.preprocessing import (
+    PreparedSample,
+    Preprocessing,
+    foreground_box,
+    jitter_box,
+    prepare_sample,
+)
+from MachineUnlearningLib.data.volumes import SubjectVolumes, load_subject
+
+
+class SampleSource:
+    """Loads subjects once and hands out prepared samples by subject id."""
+
+    def __init__(
+        self,
+        subjects: Sequence[Subject],
+        modalities: tuple[str, ...],
+        policy: LabelPolicy,
+        preprocessing: Preprocessing,
+        need_labels: bool = True,
+    ) -> None:
+        self.policy = policy
+        self.modalities = tuple(modalities)
+        self.preprocessing = preprocessing
+        self.subjects = {s.subject_id: s for s in subjects}
+        self.volumes: dict[str, SubjectVolumes] = {
+            s.subject_id: load_subject(s, modalities, need_labels) for s in subjects
+        }
+        self._cache: dict[str, PreparedSample] = {}
+
+    def sample(self, subject_id: str, rng: np.random.Generator | None = None) -> PreparedSample:
+        """The prepared sample; with ``rng`` and crop jitter on, a freshly jittered crop."""
+        volumes = self.volumes[subject_id]
+        jitter = self.preprocessing.crop_jitter
+        if rng is not None and jitter > 0:
+            box = foreground_box(volumes.image)
+            box = jitter_box(box, volumes.grid_shape, jitter, rng)
+            return prepare_sample(volumes, self.policy, self.preprocessing, box=box)
+        if subject_id not in self._cache:
+            self._cache[subject_id] = prepare_sample(volumes, self.policy, self.preprocessing)
+        return self._cache[subject_id]

@@ -1,0 +1,106 @@
+"""Running a model on subjects and scoring it on their original grids.
+
+Predictions follow the MedicalNet test pipeline: preprocess, softmax on the output grid, resize
+the probabilities (trilinear) back to the crop box on the original grid, argmax there. Metrics
+(``metrics.py``) are computed on that original grid, so they are comparable with the
+MRBrainS18 challenge's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from MachineUnlearningLib.audit import SubjectSignals
+from MachineUnlearningLib.data.preprocessing import class_targets_on_grid, restore_probabilities
+from MachineUnlearningLib.data.samples import SampleSource
+from MachineUnlearningLib.device import translate_out_of_memory
+from MachineUnlearningLib.metrics import SubjectMetrics, evaluate_subject, summarize_sets
+from MachineUnlearningLib.signals import subject_signals
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One model scored on a set of subjects at one epoch.
+
+    Attributes:
+        model: ``original``, ``unlearned``, ``retrained`` or ``baseline``.
+        epoch: training epoch of the model (0 = before unlearning), or None.
+        subjects: per-subject metrics.
+        predictions: subject id -> (D, H, W) uint8 class map, for the subjects asked to keep.
+        signals: per-subject membership signals (the privacy audit's input).
+    """
+
+    model: str
+    epoch: int | None
+    subjects: list[SubjectMetrics]
+    predictions: dict[str, np.ndarray]
+    signals: list[SubjectSignals]
+
+    def sets(self) -> dict:
+        return summarize_sets(self.subjects)
+
+    def to_dict(self, class_names: list[str]) -> dict:
+        sets = {
+            role: {"dice": v["dice"], "mae": v["mae"], "n": v["n"]}
+            for role, v in self.sets().items()
+        }
+        return {
+            "model": self.model,
+            "epoch": self.epoch,
+            "subjects": [s.to_dict(class_names) for s in self.subjects],
+            "sets": sets,
+        }
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: torch.nn.Module, source: SampleSource, subject_id: str, device: torch.device
+) -> torch.Tensor:
+    """(C, D, H, W) softmax probabilities of ``model`` for one subject, on its original grid."""
+    sample = source.sample(subject_id)
+    model.eval()
+    with translate_out_of_memory("inference"):
+        logits = model(sample.image[None].to(device))
+    probabilities = torch.softmax(logits.float(), dim=1)[0].cpu()
+    return restore_probabilities(probabilities, sample)
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    source: SampleSource,
+    roles: Mapping[str, str],
+    device: torch.device,
+    model_name: str,
+    epoch: int | None,
+    with_surface: bool = True,
+    keep_predictions: tuple[str, ...] = (),
+) -> Evaluation:
+    """Score ``model`` on every subject in ``roles`` (subject id -> role).
+
+    ``keep_predictions`` names the subjects whose argmax maps are kept in the result.
+    """
+    results, predictions, signals = [], {}, []
+    for subject_id, role in roles.items():
+        probabilities = predict_probabilities(model, source, subject_id, device)
+        volumes = source.volumes[subject_id]
+        truth = class_targets_on_grid(volumes, source.policy)
+        scored = evaluate_subject(
+            subject_id,
+            role,
+            probabilities.numpy(),
+            truth,
+            volumes.spacing_mm,
+            source.policy.num_classes,
+            with_surface=with_surface,
+        )
+        results.append(scored)
+        signals.append(subject_signals(subject_id, role, probabilities, truth, scored.mean_dice))
+        if subject_id in keep_predictions:
+            predictions[subject_id] = probabilities.argmax(0).numpy().astype(np.uint8)
+    return Evaluation(
+        model=model_name, epoch=epoch, subjects=results, predictions=predictions, signals=signals
+    )

@@ -1,0 +1,144 @@
+"""Named baseline recipes: architecture, label policy, modalities, preprocessing, optimiser.
+
+A recipe is data. ``cpu-demo`` is sized to train on two CPU cores in minutes; ``medicalnet``
+is MedicalNet's own MRBrainS18 set-up (ResNet-50, 56 x 448 x 448, SGD with the head at
+lr x 100), meant for a GPU. Any field can be overridden by name (JobSpec ``config`` or CLI flags).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from MachineUnlearningLib.data.cohort import DEFAULT_MODALITIES, MODALITY_FILES
+from MachineUnlearningLib.data.labels import LABEL_POLICIES
+from MachineUnlearningLib.data.preprocessing import Preprocessing
+from MachineUnlearningLib.errors import InvalidInputError
+from MachineUnlearningLib.model.resnet import ModelConfig, default_shortcut
+from MachineUnlearningLib.options import look_up_option
+from MachineUnlearningLib.training import TrainingConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything needed to build and train a baseline.
+
+    Attributes:
+        name: recipe name.
+        label_policy: ``mrbrains8``, ``mrbrains3`` or ``binary``.
+        modalities: input channels, in order (MedicalNet weights take one channel).
+        model: architecture (its ``num_classes``/``in_channels`` follow the two fields above).
+        preprocessing: spatial and intensity preprocessing.
+        training: optimiser recipe and epochs.
+    """
+
+    name: str
+    label_policy: str
+    modalities: tuple[str, ...]
+    model: ModelConfig
+    preprocessing: Preprocessing
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label_policy": self.label_policy,
+            "modalities": list(self.modalities),
+            "model": self.model.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "training": self.training.to_dict(),
+        }
+
+
+def _cpu_demo() -> Recipe:
+    return Recipe(
+        name="cpu-demo",
+        label_policy="mrbrains3",
+        modalities=DEFAULT_MODALITIES,
+        model=ModelConfig(
+            depth=10,
+            shortcut_type="B",
+            num_classes=4,
+            in_channels=3,
+            base_width=16,
+            head_channels=16,
+        ),
+        preprocessing=Preprocessing(input_size=(48, 160, 160), crop_jitter=0.05),
+        training=TrainingConfig(
+            epochs=40,
+            optimizer="adam",
+            learning_rate=3e-3,
+            head_lr_multiplier=1.0,
+            weight_decay=0.0,
+            loss="dice-ce",
+            schedule="exponential",
+            gamma=0.95,
+            grad_clip_norm=5.0,
+        ),
+    )
+
+
+def _medicalnet() -> Recipe:
+    return Recipe(
+        name="medicalnet",
+        label_policy="mrbrains3",
+        modalities=("reg_T1",),
+        model=ModelConfig(depth=50, shortcut_type=default_shortcut(50), num_classes=4),
+        preprocessing=Preprocessing(input_size=(56, 448, 448), image_interpolation="nearest"),
+        training=TrainingConfig(
+            epochs=200,
+            optimizer="sgd",
+            learning_rate=1e-3,
+            head_lr_multiplier=100.0,
+            momentum=0.9,
+            weight_decay=1e-3,
+            schedule="exponential",
+            gamma=0.99,
+            loss="ce",
+            grad_clip_norm=None,
+        ),
+    )
+
+
+RECIPES = {r.name: r for r in (_cpu_demo(), _medicalnet())}
+
+_MODEL_KEYS = ("depth", "shortcut_type", "base_width", "head_channels")
+_PREPROCESSING_KEYS = tuple(f.name for f in dataclasses.fields(Preprocessing))
+_TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(TrainingConfig))
+OVERRIDE_KEYS = ("label_policy", "modalities", *_MODEL_KEYS, *_PREPROCESSING_KEYS, *_TRAINING_KEYS)
+
+
+def resolve_recipe(name: str, overrides: dict[str, Any] | None = None) -> Recipe:
+    """The recipe ``name`` with ``overrides`` (flat field names) applied and validated."""
+    recipe = RECIPES[look_up_option(name, RECIPES, "recipe")]
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
+    if unknown:
+        raise InvalidInputError(
+            f"config: unknown setting(s) {unknown}.", hint=f"Valid: {', '.join(OVERRIDE_KEYS)}."
+        )
+    policy = look_up_option(
+        overrides.get("label_policy", recipe.label_policy), LABEL_POLICIES, "label_policy"
+    )
+    modalities = overrides.get("modalities", recipe.modalities)
+    modalities = (modalities,) if isinstance(modalities, str) else tuple(modalities)
+    for modality in modalities:
+        look_up_option(modality, MODALITY_FILES, "modalities")
+    model_changes = {k: overrides[k] for k in _MODEL_KEYS if k in overrides}
+    try:
+        model = dataclasses.replace(
+            recipe.model,
+            **model_changes,
+            num_classes=LABEL_POLICIES[policy].num_classes,
+            in_channels=len(modalities),
+        )
+    except ValueError as exc:
+        raise InvalidInputError(f"model: {exc}") from None
+    preprocessing = dataclasses.replace(
+        recipe.preprocessing, **{k: overrides[k] for k in _PREPROCESSING_KEYS if k in overrides}
+    )
+    training = dataclasses.replace(
+        recipe.training, **{k: overrides[k] for k in _TRAINING_KEYS if k in overrides}
+    )
+    return Recipe(recipe.name, policy, modalities, model, preprocessing, training)

@@ -1,0 +1,108 @@
+"""Unlearning strategies: one registry of named presets composed from mechanics.
+
+``get_strategy(name)`` returns a frozen :class:`Strategy`; ``describe_strategies()`` is what
+``machine-unlearning strategies`` prints and ``strategies_markdown()`` generates
+docs/strategies.md, so the CLI, the docs and the Slicer module list the same presets.
+"""
+
+from __future__ import annotations
+
+from MachineUnlearningLib.options import look_up_option
+from MachineUnlearningLib.strategies.base import COMMON_PARAMETERS, Parameter, Strategy
+from MachineUnlearningLib.strategies.presets import FIX_DECODER_DEFINITION, PAPER_PRESETS
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register(strategy: Strategy) -> Strategy:
+    """Add ``strategy`` to the registry; a duplicate name is an error."""
+    if strategy.name in STRATEGIES:
+        raise ValueError(f"strategy {strategy.name!r} is already registered")
+    STRATEGIES[strategy.name] = strategy
+    return strategy
+
+
+for _preset in PAPER_PRESETS:
+    register(_preset)
+
+
+def get_strategy(name: str) -> Strategy:
+    """The preset ``name``; an unknown name lists the valid ones."""
+    return STRATEGIES[look_up_option(name, STRATEGIES, "strategy")]
+
+
+def describe_strategies() -> str:
+    """Plain-text listing for the CLI: one line per preset, then its parameters."""
+    lines = []
+    for strategy in STRATEGIES.values():
+        lines.append(f"{strategy.name:16s} {strategy.summary}")
+        own = ", ".join(f"{p.name}={p.default}" for p in strategy.parameters)
+        common = dict(strategy.defaults)
+        changed = ", ".join(f"{k}={v}" for k, v in common.items())
+        if own or changed:
+            lines.append(f"{'':16s}   parameters: {', '.join(x for x in (own, changed) if x)}")
+    lines.append("")
+    lines.append("--fix-decoder    freeze the decoder (conv_seg) with any preset")
+    lines.append(
+        "common parameters (--param KEY=VALUE): "
+        + ", ".join(f"{p.name}={p.default}" for p in COMMON_PARAMETERS)
+    )
+    return "\n".join(lines)
+
+
+def strategies_markdown() -> str:
+    """docs/strategies.md, generated from the registry."""
+    out = [
+        "# Unlearning strategies",
+        "",
+        "Generated from the registry (`MachineUnlearningLib/strategies`) by "
+        "`python scripts/generate_strategy_docs.py`; do not edit by hand.",
+        "",
+        "Only the abstract and a third-party summary of the paper (arXiv 2606.16180) are "
+        "public. Where a definition says **our interpretation**, it is our reading of the "
+        "strategy's name (../shared/reference/unlearning.md section 2), not the authors' "
+        "algorithm.",
+        "",
+        "Common set-up: every run starts from a copy of the original model; the loss is "
+        "voxel-wise cross-entropy on the network's output grid with ignored voxels (-1) "
+        "excluded; an epoch is one pass over the strategy's list of subjects; the learning "
+        "rate is constant so one run evaluated at epochs 20 and 50 serves both horizons.",
+        "",
+        "## Common parameters",
+        "",
+        "| parameter | default | meaning |",
+        "|---|---|---|",
+    ]
+    out += [f"| `{p.name}` | {p.default} | {p.help} |" for p in COMMON_PARAMETERS]
+    for strategy in STRATEGIES.values():
+        out += [
+            "",
+            f"## `{strategy.name}`",
+            "",
+            strategy.summary + ".",
+            "",
+            strategy.definition + (" *Our interpretation.*" if strategy.interpretation else ""),
+            "",
+            f"Source: {strategy.source}.",
+            "",
+        ]
+        table = [
+            f"| `{p.name}` | {p.default} | {p.help} |"
+            for p in strategy.all_parameters()
+            if p in strategy.parameters or p.name in dict(strategy.defaults)
+        ]
+        if table:
+            out += ["| parameter | default | meaning |", "|---|---|---|", *table]
+    out += ["", "## `--fix-decoder`", "", FIX_DECODER_DEFINITION, ""]
+    return "\n".join(out)
+
+
+__all__ = [
+    "STRATEGIES",
+    "Parameter",
+    "Strategy",
+    "describe_strategies",
+    "get_strategy",
+    "register",
+    "strategies_markdown",
+]

@@ -1,0 +1,312 @@
+"""The ``unlearn`` job: original model -> strategy -> unlearned model, metrics, report.
+
+Order of work: evaluate the original model (epoch 0), apply the preset's parameter surgery,
+train with the preset's plan and targets through ``training.train`` (evaluating at the asked
+epochs), then write every output atomically. Nothing is written under its final name before
+training has finished, so a cancelled run leaves only ``job.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timezone
+from pathlib import Path
+
+from MachineUnlearningLib.audit import AuditReport, audit, stopping_rule_satisfied
+from MachineUnlearningLib.data.cohort import discover_cohort, select_subjects
+from MachineUnlearningLib.data.labels import get_label_policy
+from MachineUnlearningLib.data.samples import SampleSource
+from MachineUnlearningLib.device import resolve_device
+from MachineUnlearningLib.evaluation import Evaluation, evaluate_model
+from MachineUnlearningLib.events import EventSink
+from MachineUnlearningLib.files import write_json
+from MachineUnlearningLib.jobs import JobSpec
+from MachineUnlearningLib.model.checkpoint import save_checkpoint
+from MachineUnlearningLib.record import build_deletion_record, record_to_markdown, write_record
+from MachineUnlearningLib.strategies import get_strategy
+from MachineUnlearningLib.strategies.plan import build_plan
+from MachineUnlearningLib.strategies.surgery import DECODER_PREFIXES, reinitialise_encoder
+from MachineUnlearningLib.strategies.targets import TargetMaker
+from MachineUnlearningLib.training import TrainingConfig, train
+from MachineUnlearningLib.worker import (
+    UNLEARNED_FILE,
+    emit_metrics,
+    load_model_for_job,
+    metrics_document,
+    prepare_output,
+    resolve_roles,
+    summary_rows,
+    write_predictions,
+)
+
+PAPER_EVAL_EPOCHS = (20, 50)
+
+
+def evaluation_epochs(job: JobSpec, epochs: int) -> list[int]:
+    """The epochs to evaluate at: the job's (default the paper's 20 and 50) up to ``epochs``,
+    always including the last one."""
+    asked = job.eval_epochs if job.eval_epochs is not None else list(PAPER_EVAL_EPOCHS)
+    return sorted({e for e in asked if e <= epochs} | {epochs})
+
+
+def unlearning_config(params: dict, seed: int) -> TrainingConfig:
+    """The strategy's optimiser: constant learning rate, same for head and body."""
+    return TrainingConfig(
+        epochs=params["epochs"],
+        optimizer=params["optimizer"],
+        learning_rate=params["learning_rate"],
+        head_lr_multiplier=1.0,
+        momentum=params["momentum"],
+        weight_decay=params["weight_decay"],
+        schedule="constant",
+        batch_size=params["batch_size"],
+        loss="ce",
+        grad_clip_norm=params["grad_clip_norm"],
+        seed=seed,
+    )
+
+
+def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
+    started_at = datetime.now(timezone.utc)
+    strategy = get_strategy(job.strategy)
+    given = dict(job.strategy_params)
+    if job.epochs is not None:
+        given["epochs"] = job.epochs
+    if job.learning_rate is not None:
+        given["learning_rate"] = job.learning_rate
+    params = strategy.resolve(given)
+    output = prepare_output(job)
+    device = resolve_device(job.device)
+    loaded, preprocessing = load_model_for_job(job, device)
+    meta = loaded.metadata
+    policy = get_label_policy(meta["label_policy"])
+    subjects = discover_cohort(job.cohort)
+    roles = resolve_roles(subjects, job)
+    role_of = roles.as_mapping()
+    sink.emit(
+        "phase",
+        name="load",
+        detail=f"{len(role_of)} subjects: forget "
+        f"{', '.join(roles.forget)}; {len(roles.retain)} retain; "
+        f"{len(roles.held_out)} held-out",
+    )
+    source = SampleSource(
+        select_subjects(subjects, list(role_of), "cohort"),
+        tuple(meta["modalities"]),
+        policy,
+        preprocessing,
+    )
+    all_ids = tuple(role_of)
+
+    sink.emit("phase", name="evaluate", detail="original model")
+    original = evaluate_model(
+        loaded.model, source, role_of, device, "original", 0, keep_predictions=all_ids
+    )
+    emit_metrics(sink, original)
+
+    model = copy.deepcopy(loaded.model)
+    if strategy.reinit_encoder:
+        reinitialise_encoder(model, seed=job.seed)
+    config = unlearning_config(params, job.seed)
+    eval_at = evaluation_epochs(job, config.epochs)
+    evaluations: list[Evaluation] = []
+
+    stop_rule = job.stop_when_indistinguishable
+    if stop_rule:
+        privacy_audit(original, "original")  # fails early (exit 2) without >= 2 held-out
+    stop_reason: list[str] = []
+
+    def on_epoch_end(epoch: int) -> bool:
+        if epoch not in eval_at and not stop_rule:
+            return False
+        last = epoch == eval_at[-1]
+        evaluation = evaluate_model(
+            model,
+            source,
+            role_of,
+            device,
+            "unlearned",
+            epoch,
+            with_surface=last,
+            keep_predictions=all_ids if (last or stop_rule) else (),
+        )
+        evaluations.append(evaluation)
+        emit_metrics(sink, evaluation)
+        if not stop_rule:
+            return False
+        report = privacy_audit(evaluation, f"unlearned, epoch {epoch}")
+        done, reason = stopping_rule_satisfied(
+            report.forget_verdicts,
+            evaluation.sets()["retain"]["dice"],
+            original.sets()["retain"]["dice"],
+        )
+        if done:
+            stop_reason.append(f"stopped at epoch {epoch}: {reason}")
+            sink.emit("phase", name="stop", detail=stop_reason[-1])
+        return done
+
+    sink.emit(
+        "phase",
+        name="unlearn",
+        detail=f"{strategy.name}"
+        f"{' + fix-decoder' if job.fix_decoder else ''}, {config.epochs} epochs",
+    )
+    history = train(
+        model,
+        source,
+        build_plan(strategy, roles.forget, roles.retain, params),
+        config,
+        device,
+        sink,
+        job.cancel_path,
+        target_maker=TargetMaker(source),
+        frozen_prefixes=DECODER_PREFIXES if job.fix_decoder else (),
+        on_epoch_end=on_epoch_end,
+        phase="unlearn",
+    )
+
+    sink.emit("phase", name="write", detail=str(output))
+    outputs: dict[str, str] = {}
+    model_path = output / UNLEARNED_FILE
+    if stop_rule and not stop_reason:
+        sink.emit(
+            "warning",
+            message="the stopping rule was never met; the model of the last "
+            "epoch is written (never the lowest forget Dice).",
+        )
+    unlearning_entry = {
+        "kind": "unlearn",
+        "strategy": strategy.name,
+        "fix_decoder": job.fix_decoder,
+        "params": params,
+        "forgot": roles.forget,
+        "epochs": history.epochs,
+        "steps": history.steps,
+        "seconds": round(history.seconds, 2),
+        "device": str(device),
+        "seed": job.seed,
+        "encoder_reinitialised_with_seed": job.seed if strategy.reinit_encoder else None,
+        "stopped_early_at": history.stopped_early_at,
+    }
+    subject_ids = dict(meta.get("subject_ids", {}))
+    subject_ids["forgotten"] = sorted(set(subject_ids.get("forgotten", [])) | set(roles.forget))
+    metadata = {
+        **meta,
+        "subject_ids": subject_ids,
+        "training_history": [*meta.get("training_history", []), unlearning_entry],
+    }
+    save_checkpoint(model_path, model.cpu(), loaded.config, metadata)
+    outputs["checkpoint"] = str(model_path)
+    sink.emit("artifact", kind="checkpoint", path=str(model_path))
+    outputs |= write_predictions(output, "original", original, source, sink)
+    outputs |= write_predictions(output, "unlearned", evaluations[-1], source, sink)
+    metrics = metrics_document(
+        policy, role_of, [original, *evaluations], summary_rows(original, evaluations)
+    )
+    outputs["metrics"] = str(write_json(output / "metrics.json", metrics))
+    sink.emit("artifact", kind="metrics", path=outputs["metrics"])
+    audits = {}
+    if len(roles.held_out) >= 2 and len(roles.retain) >= 2:
+        audits = {
+            "original": privacy_audit(original, "original").to_dict(),
+            "unlearned": privacy_audit(evaluations[-1], "unlearned").to_dict(),
+        }
+        outputs["audit"] = str(write_json(output / "audit.json", audits))
+    else:
+        sink.emit(
+            "warning",
+            message="no privacy audit: it needs >= 2 held-out and >= 2 "
+            "retain subjects (make the cohort with --held-out 3).",
+        )
+    record = build_deletion_record(
+        job=job.to_dict(),
+        requested_by=job.requested_by,
+        subject_ids=roles.forget,
+        input_checkpoint=Path(job.checkpoint),
+        output_checkpoint=model_path,
+        cohort_files=cohort_files(source),
+        cohort_root=Path(job.cohort),
+        strategy=strategy.name,
+        strategy_params={**params, "fix_decoder": job.fix_decoder},
+        metrics_before=original.to_dict(list(policy.class_names))["sets"],
+        metrics_after=evaluations[-1].to_dict(list(policy.class_names))["sets"],
+        audit=audits.get("unlearned"),
+        guarantee="approximate",
+        started_at=started_at,
+        finished_at=datetime.now(timezone.utc),
+        notes="; ".join(stop_reason),
+    )
+    outputs["deletion_record"] = str(write_record(record, output / "deletion-record.json"))
+    sink.emit("artifact", kind="deletion-record", path=outputs["deletion_record"])
+    extra = [("Deletion record", record_to_markdown(record))]
+    if audits:
+        extra.insert(
+            0,
+            (
+                "Privacy audit (membership inference)",
+                privacy_audit(evaluations[-1], "unlearned").to_markdown(),
+            ),
+        )
+    outputs |= _write_report(
+        job, output, metrics, source, roles, strategy.name, params, sink, extra
+    )
+    return outputs
+
+
+def privacy_audit(evaluation: Evaluation, label: str) -> AuditReport:
+    """Membership audit of one evaluation (members = retain, non-members = held-out)."""
+    return audit(evaluation.signals, feature="loss", model_label=label)
+
+
+def cohort_files(source: SampleSource) -> list[Path]:
+    """Every data file the run read (images of the used modalities and label maps)."""
+    files = []
+    for subject in source.subjects.values():
+        files += [subject.images[m] for m in source.modalities]
+        if subject.label is not None:
+            files.append(subject.label)
+    return files
+
+
+def _write_report(
+    job,
+    output: Path,
+    metrics: dict,
+    source: SampleSource,
+    roles,
+    strategy_name,
+    params,
+    sink: EventSink,
+    extra_sections,
+) -> dict[str, str]:
+    from MachineUnlearningLib.report import OverlayCase, write_report
+
+    shown = roles.forget[:1] + roles.retain[:1]
+    modality = "reg_T1" if "reg_T1" in source.subjects[shown[0]].images else "FLAIR"
+    cases = [
+        OverlayCase(
+            subject_id=i,
+            role="forget" if i in roles.forget else "retain",
+            image_path=source.subjects[i].images[modality],
+            truth_path=source.subjects[i].label,
+            original_prediction=output / "predictions" / "original" / f"{i}.nii.gz",
+            unlearned_prediction=output / "predictions" / "unlearned" / f"{i}.nii.gz",
+        )
+        for i in shown
+    ]
+    settings = {
+        "strategy": strategy_name,
+        "fix_decoder": job.fix_decoder,
+        **params,
+        "seed": job.seed,
+        "device": job.device,
+        "checkpoint": job.checkpoint,
+        "cohort": job.cohort,
+        "forget_ids": roles.forget,
+        "label_policy": metrics["label_policy"],
+    }
+    written = write_report(
+        output, metrics, settings, cases, metrics["label_policy"], extra_sections=extra_sections
+    )
+    sink.emit("artifact", kind="report", path=str(written["html"]))
+    return {"report": str(written["html"]), "report_md": str(written["markdown"])}
