@@ -25,7 +25,7 @@ PHANTOM_SHAPE = (40, 40, 12)  # (x, y, z) as nibabel stores it
 PHANTOM_SPACING = (0.958, 0.958, 3.0)
 HELD_OUT_IDS = ("H01", "H02", "H03")
 TINY_RECIPE = {
-    "input_size": [16, 32, 32],
+    "input_size": [32, 48, 48],
     "base_width": 4,
     "head_channels": 8,
     "crop_jitter": 0.0,

@@ -16,18 +16,22 @@ packages libegl1 + libegl-mesa0 + libgl1-mesa-dri). trame-slicer 2.0.0 also need
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
+
 from MachineUnlearningLib.data.labels import get_label_policy
 
 try:
-    from MachineUnlearningLib import scene as mrml
     from trame_slicer.core import SlicerApp
     from trame_slicer.views import DirectViewFactory, ViewLayoutDefinition
     from vtkmodules.util.numpy_support import vtk_to_numpy
     from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
+
+    from MachineUnlearningLib import scene as mrml
 
     MISSING = ""
 except ImportError as error:  # each test fails with this (a collection error would stop all)
@@ -68,8 +72,7 @@ def a_head() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mri2d = np.vectorize(TISSUE_INTENSITY.get)(labels2d).astype(np.float32)
     mri2d[(r >= 0.85) & (r < 1.0)] = 100.0
     unlearned2d = np.where(labels2d == 2, 3, labels2d).astype(np.uint8)
-    repeat = lambda a: np.repeat(a[:, :, None], SHAPE[2], axis=2)  # noqa: E731
-    return repeat(mri2d), repeat(labels2d), repeat(unlearned2d)
+    return tuple(np.repeat(a[:, :, None], SHAPE[2], axis=2) for a in (mri2d, labels2d, unlearned2d))
 
 
 @pytest.fixture(autouse=True)
@@ -78,15 +81,49 @@ def _needs_trame_slicer():
         pytest.fail(MISSING, pytrace=False)
 
 
+GL_WINDOW = os.environ.get("VTK_DEFAULT_OPENGL_WINDOW") or "vtkEGLRenderWindow"
+GL_PROBE = """
+import vtkmodules.vtkRenderingOpenGL2
+from vtkmodules.vtkRenderingCore import vtkRenderer, vtkRenderWindow
+window = vtkRenderWindow()
+window.SetOffScreenRendering(1)
+window.AddRenderer(vtkRenderer())
+window.SetSize(8, 8)
+window.Render()
+assert window.SupportsOpenGL(), "no OpenGL support"
+"""
+
+
+@pytest.fixture(scope="module")
+def offscreen_opengl() -> str:
+    """The VTK OpenGL window class to use, after checking in a child process that it renders.
+
+    A window class that cannot get a context crashes VTK (segfault) rather than raising, so
+    the check runs in a child and a failure becomes an explicit test failure.
+    """
+    env = {**os.environ, "VTK_DEFAULT_OPENGL_WINDOW": GL_WINDOW}
+    probe = subprocess.run(
+        [sys.executable, "-c", GL_PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
+    if probe.returncode != 0:
+        pytest.fail(
+            f"VTK cannot render offscreen with VTK_DEFAULT_OPENGL_WINDOW={GL_WINDOW} (exit "
+            f"{probe.returncode}): install the Debian packages libegl1 libegl-mesa0 "
+            "libgl1-mesa-dri (EGL on Mesa), or libosmesa6 and set VTK_DEFAULT_OPENGL_WINDOW="
+            f"vtkOSOpenGLRenderWindow.\n{probe.stderr[-2000:]}",
+            pytrace=False,
+        )
+    return GL_WINDOW
+
+
 @pytest.fixture
-def a_slicer_app(monkeypatch):
-    """A new trame-slicer app whose views render offscreen (EGL unless the env names another).
+def a_slicer_app(offscreen_opengl, monkeypatch):
+    """A new trame-slicer app whose views render offscreen.
 
     VTK reads ``VTK_DEFAULT_OPENGL_WINDOW`` when it creates a render window, so setting it
     before the app makes its views is enough.
     """
-    if not os.environ.get("VTK_DEFAULT_OPENGL_WINDOW"):
-        monkeypatch.setenv("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    monkeypatch.setenv("VTK_DEFAULT_OPENGL_WINDOW", offscreen_opengl)
     app = SlicerApp()
     app.view_manager.register_factory(DirectViewFactory(do_render_offscreen=True))
     yield app
@@ -112,13 +149,6 @@ def a_case(tmp_path):
 
 def a_slice_view(app, tag: str):
     view = app.view_manager.create_view(ViewLayoutDefinition.slice_view("Axial", label=tag))
-    if not view.render_window().SupportsOpenGL():
-        pytest.fail(
-            f"no offscreen OpenGL context ({type(view.render_window()).__name__}); install "
-            "the Debian packages libegl1 libegl-mesa0 libgl1-mesa-dri (EGL on Mesa) or set "
-            "VTK_DEFAULT_OPENGL_WINDOW to a window class that works here.",
-            pytrace=False,
-        )
     view.render_window().SetSize(*VIEW_SIZE)
     return view
 

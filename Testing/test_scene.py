@@ -12,14 +12,16 @@ import math
 import nibabel as nib
 import numpy as np
 import pytest
+
 from MachineUnlearningLib.errors import InvalidInputError
 
 try:
     import slicer
-    from MachineUnlearningLib import scene as mrml
     from vtkmodules.util.numpy_support import vtk_to_numpy
     from vtkmodules.vtkCommonCore import VTK_DOUBLE, VTK_STRING
     from vtkmodules.vtkCommonMath import vtkMatrix4x4
+
+    from MachineUnlearningLib import scene as mrml
 
     MISSING = ""
 except ImportError as error:  # each test fails with this (a collection error would stop all)
@@ -228,7 +230,9 @@ def test_a_missing_file_raises_and_leaves_no_node(a_scene, tmp_path):
     assert a_scene.GetNumberOfNodes() == 0
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64, np.float32], ids=str)
+@pytest.mark.parametrize(
+    "dtype", [np.uint8, np.int16, np.int64, np.float32], ids=lambda t: np.dtype(t).name
+)
 def test_a_label_map_becomes_one_named_coloured_segment_per_present_class(
     a_scene, a_subject, dtype
 ):

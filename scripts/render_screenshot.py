@@ -52,8 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def synthetic_case(folder: Path, policy, seed: int) -> tuple[Path, Path, Path]:
     """Write (MRI, original prediction, unlearned prediction) of the synthetic example."""
-    from MachineUnlearningLib.data.synthetic import synthesize_subject
     from scipy import ndimage
+
+    from MachineUnlearningLib.data.synthetic import synthesize_subject
 
     subject = synthesize_subject("070", seed)
     original = policy.apply(subject.label).clip(0).astype(np.uint8)
@@ -74,11 +75,12 @@ def synthetic_case(folder: Path, policy, seed: int) -> tuple[Path, Path, Path]:
 def render_views(mri: Path, original: Path, unlearned: Path, policy, size: int) -> list:
     """RGB arrays (size, size, 3), top row first, of the two compare views."""
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
-    from MachineUnlearningLib import scene as mrml
     from trame_slicer.core import SlicerApp
     from trame_slicer.views import DirectViewFactory, ViewLayoutDefinition
     from vtkmodules.util.numpy_support import vtk_to_numpy
     from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
+
+    from MachineUnlearningLib import scene as mrml
 
     app = SlicerApp()
     app.view_manager.register_factory(DirectViewFactory(do_render_offscreen=True))

@@ -12,6 +12,10 @@ Two layers, both pure Python (no Qt, no ``slicer``), so they run the same way in
   capped log, imports results through an injected callback and reports through injected
   callbacks typed by Protocols.
 
+The two layers share one file (past the usual ~400 lines) because they are one protocol: the
+controller is the only consumer of the process's event stream, and splitting them would
+scatter its vocabulary (``log``/``exit``, cancel stages, exit codes) over two modules.
+
 Besides the worker's own event kinds (see ``events.py``), :meth:`WorkerProcess.poll` yields two
 kinds of its own: ``log`` (``message``: a stdout/stderr line that is not an event, or a line the
 runner itself logs) and ``exit`` (``exit_code``, ``status``; always the last event of a run).

@@ -41,9 +41,6 @@ from MachineUnlearningLib.errors import InvalidInputError
 from MachineUnlearningLib.metrics import ROLES
 from MachineUnlearningLib.options import look_up_option
 
-ROLE_ORDER: tuple[str, ...] = ("forget", "retain", "held-out", "train")
-"""Order of roles in tables and plots; roles not listed here follow in order of appearance."""
-
 ROLE_COLOURS: dict[str, tuple[float, float, float]] = {
     "forget": (0.85, 0.2, 0.2),
     "retain": (0.2, 0.45, 0.85),
@@ -52,8 +49,9 @@ ROLE_COLOURS: dict[str, tuple[float, float, float]] = {
 }
 """Plot colour (RGB 0..1) of each role's Dice curve."""
 
-# Label scalar types that VTK's resampling filters in every Slicer build accept as they are;
-# other types (64-bit integers, floats) are cast to short before the import.
+# Label scalar types imported as they are. Others are cast to short first: 64-bit integers
+# (int64 NIfTI) are not compiled into the PyPI VTK's reslice filters and crash them, and
+# float label maps would make float segment labelmaps.
 _LABEL_SCALAR_TYPES = (VTK_CHAR, VTK_SIGNED_CHAR, VTK_UNSIGNED_CHAR, VTK_SHORT, VTK_UNSIGNED_SHORT)
 
 
@@ -236,9 +234,9 @@ def _fill_table(scene, table, name: str, columns: Sequence[vtkStringArray | vtkD
 
 
 def _ordered_roles(roles: Iterable[str]) -> list[str]:
+    """Distinct ``roles`` in the order of ``metrics.ROLES``, unknown ones after, as met."""
     seen = list(dict.fromkeys(roles))
-    known = [r for r in ROLE_ORDER if r in seen]
-    return known + [r for r in seen if r not in ROLE_ORDER]
+    return [r for r in ROLES if r in seen] + [r for r in seen if r not in ROLES]
 
 
 def _foreground_classes(metrics: Mapping[str, Any]) -> list[str]:
