@@ -44,8 +44,9 @@ def make_phantom(seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     x, y, z = np.meshgrid(*(np.arange(n, dtype=float) for n in PHANTOM_SHAPE), indexing="ij")
     cx, cy, cz = 19.5 + rng.uniform(-2, 2), 19.5 + rng.uniform(-2, 2), 5.5 + rng.uniform(-0.5, 0.5)
     scale = rng.uniform(0.85, 1.05)
-    r = np.sqrt(((x - cx) / (16 * scale)) ** 2 + ((y - cy) / (14 * scale)) ** 2
-                + ((z - cz) / 5.5) ** 2)
+    r = np.sqrt(
+        ((x - cx) / (16 * scale)) ** 2 + ((y - cy) / (14 * scale)) ** 2 + ((z - cz) / 5.5) ** 2
+    )
     labels = np.zeros(PHANTOM_SHAPE, dtype=np.uint8)
     labels[r < 1.0] = 5  # extracerebral CSF
     labels[r < 0.85] = 1  # cortical GM
@@ -60,7 +61,7 @@ def make_phantom(seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     t1 = np.vectorize(means.get)(labels).astype(np.float32) * gain
     t1 += rng.normal(0, 0.03, PHANTOM_SHAPE).astype(np.float32) * (labels > 0)
     flair = np.where(labels > 0, 1.0 - t1 * 0.6 + (labels == 4) * 0.5, 0).astype(np.float32)
-    ir = np.where(labels > 0, t1 ** 2, 0).astype(np.float32)
+    ir = np.where(labels > 0, t1**2, 0).astype(np.float32)
     return {"FLAIR": flair, "reg_T1": t1, "reg_IR": ir}, labels
 
 
@@ -101,7 +102,14 @@ def a_tiny_trained_model(a_tiny_cohort, tmp_path_factory) -> Path:
     from MachineUnlearningLib.worker import run_job
 
     output = tmp_path_factory.mktemp("baseline")
-    job = JobSpec(command="train", cohort=str(a_tiny_cohort), output=str(output), epochs=25,
-                  seed=0, device="cpu", config={**TINY_RECIPE, "schedule": "constant"})
+    job = JobSpec(
+        command="train",
+        cohort=str(a_tiny_cohort),
+        output=str(output),
+        epochs=25,
+        seed=0,
+        device="cpu",
+        config={**TINY_RECIPE, "schedule": "constant"},
+    )
     run_job(job, CollectingSink())
     return output / "model.pt"

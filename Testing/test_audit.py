@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from MachineUnlearningLib.audit import (
     FEATURE_DIRECTIONS,
     SubjectSignals,

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from MachineUnlearningLib.errors import EXIT_INVALID_INPUT, InvalidInputError
 from MachineUnlearningLib.model import (
     CHECKPOINT_FORMAT,

@@ -64,7 +64,9 @@ def _damage_non_integer(cohort):
 
 
 def _damage_unknown_label(cohort):
-    _rewrite(cohort / "training/070/segm.nii.gz", lambda d: np.where(d == 3, 17, d).astype(np.uint8))
+    _rewrite(
+        cohort / "training/070/segm.nii.gz", lambda d: np.where(d == 3, 17, d).astype(np.uint8)
+    )
     return "unknown label value(s) [17]"
 
 
@@ -80,10 +82,22 @@ def _damage_nan(cohort):
 
 @pytest.mark.parametrize(
     "damage",
-    [_damage_missing_modality, _damage_shape, _damage_affine, _damage_non_integer,
-     _damage_unknown_label, _damage_nan],
-    ids=["missing-modality", "shape-mismatch", "affine-mismatch", "non-integer-labels",
-         "unknown-labels", "nan-intensity"],
+    [
+        _damage_missing_modality,
+        _damage_shape,
+        _damage_affine,
+        _damage_non_integer,
+        _damage_unknown_label,
+        _damage_nan,
+    ],
+    ids=[
+        "missing-modality",
+        "shape-mismatch",
+        "affine-mismatch",
+        "non-integer-labels",
+        "unknown-labels",
+        "nan-intensity",
+    ],
 )
 def test_damaged_subject_is_refused_naming_it(a_fresh_cohort, damage):
     expected = damage(a_fresh_cohort)
@@ -112,17 +126,42 @@ def test_duplicate_ids_across_groups_are_refused(a_fresh_cohort):
 
 @pytest.mark.parametrize(
     "damage",
-    [_damage_missing_modality, _damage_shape, _damage_affine, _damage_non_integer,
-     _damage_unknown_label],
-    ids=["missing-modality", "shape-mismatch", "affine-mismatch", "non-integer-labels",
-         "unknown-labels"],
+    [
+        _damage_missing_modality,
+        _damage_shape,
+        _damage_affine,
+        _damage_non_integer,
+        _damage_unknown_label,
+    ],
+    ids=[
+        "missing-modality",
+        "shape-mismatch",
+        "affine-mismatch",
+        "non-integer-labels",
+        "unknown-labels",
+    ],
 )
-def test_cli_reports_bad_input_on_one_line_with_exit_code_2(a_fresh_cohort, tmp_path, capsys,
-                                                            damage):
+def test_cli_reports_bad_input_on_one_line_with_exit_code_2(
+    a_fresh_cohort, tmp_path, capsys, damage
+):
     damage(a_fresh_cohort)
-    code = main(["train", "--cohort", str(a_fresh_cohort), "--output", str(tmp_path / "out"),
-                 "--epochs", "1", "--device", "cpu", "--set", "input_size=16,32,32",
-                 "--set", "base_width=4"])
+    code = main(
+        [
+            "train",
+            "--cohort",
+            str(a_fresh_cohort),
+            "--output",
+            str(tmp_path / "out"),
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--set",
+            "input_size=16,32,32",
+            "--set",
+            "base_width=4",
+        ]
+    )
     assert code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "070" in errors[0]
@@ -130,8 +169,20 @@ def test_cli_reports_bad_input_on_one_line_with_exit_code_2(a_fresh_cohort, tmp_
 
 
 def test_cli_unknown_forget_id_exits_2(a_tiny_cohort, a_tiny_trained_model, tmp_path, capsys):
-    code = main(["unlearn", "--cohort", str(a_tiny_cohort), "--checkpoint",
-                 str(a_tiny_trained_model), "--forget", "70", "--output", str(tmp_path / "o"),
-                 "--device", "cpu"])
+    code = main(
+        [
+            "unlearn",
+            "--cohort",
+            str(a_tiny_cohort),
+            "--checkpoint",
+            str(a_tiny_trained_model),
+            "--forget",
+            "70",
+            "--output",
+            str(tmp_path / "o"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 2
     assert "['70'] not found" in capsys.readouterr().err

@@ -19,6 +19,10 @@ import re
 
 import numpy as np
 import pytest
+from scipy import ndimage
+from scipy.spatial import cKDTree
+from scipy.spatial import distance as scipy_distance
+
 from MachineUnlearningLib.data.labels import IGNORE_INDEX
 from MachineUnlearningLib.errors import InvalidInputError
 from MachineUnlearningLib.metrics import (
@@ -34,9 +38,6 @@ from MachineUnlearningLib.metrics import (
     summarize_sets,
     volumetric_similarity_per_class,
 )
-from scipy import ndimage
-from scipy.spatial import cKDTree
-from scipy.spatial import distance as scipy_distance
 
 MRBRAINS_SPACING = (3.0, 0.958, 0.958)  # (sz, sy, sx) mm
 SHAPE = (6, 20, 24)  # (D, H, W)

@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from torch import nn
+
 from MachineUnlearningLib.model import (
     MedicalNetSegmentation,
     ModelConfig,
@@ -15,7 +17,6 @@ from MachineUnlearningLib.model import (
     output_size,
     reinitialise_,
 )
-from torch import nn
 
 torch.set_num_threads(1)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
 from MachineUnlearningLib import record as record_module
 from MachineUnlearningLib.audit import SubjectSignals, audit
 from MachineUnlearningLib.errors import InvalidInputError

@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
 from MachineUnlearningLib.data.labels import get_label_policy
 from MachineUnlearningLib.errors import InvalidInputError
 from MachineUnlearningLib.report import (

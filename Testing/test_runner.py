@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from MachineUnlearningLib.jobs import JobSpec
 from MachineUnlearningLib.runner import (
     EXIT,

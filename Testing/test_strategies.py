@@ -21,8 +21,7 @@ from MachineUnlearningLib.strategies.surgery import reinitialise_encoder
 from MachineUnlearningLib.strategies.targets import uniform_random_labels, wrong_class_labels
 
 FORGET, RETAIN = ["070"], ["1", "4", "5"]
-PAPER = ["noisy-label", "retain-label", "max-loss", "random-encoder", "learn-others",
-         "learn-noise"]
+PAPER = ["noisy-label", "retain-label", "max-loss", "random-encoder", "learn-others", "learn-noise"]
 
 
 def a_target(seed=0):
@@ -71,9 +70,14 @@ def test_wrong_class_targets_never_equal_the_truth():
 
 @pytest.mark.parametrize(
     ("name", "forget_target", "retain_in_plan"),
-    [("noisy-label", "uniform-random", True), ("retain-label", None, True),
-     ("max-loss", "true", False), ("random-encoder", None, True),
-     ("learn-others", "subject:", False), ("learn-noise", "uniform-random", False)],
+    [
+        ("noisy-label", "uniform-random", True),
+        ("retain-label", None, True),
+        ("max-loss", "true", False),
+        ("random-encoder", None, True),
+        ("learn-others", "subject:", False),
+        ("learn-noise", "uniform-random", False),
+    ],
     ids=PAPER,
 )
 def test_plans_carry_what_the_preset_says(name, forget_target, retain_in_plan):
@@ -103,8 +107,9 @@ def test_learn_others_redraws_the_partner_across_epochs():
 
 
 def test_reinitialise_encoder_changes_encoder_only_and_is_seeded():
-    config = ModelConfig(depth=10, shortcut_type="B", num_classes=4, in_channels=3, base_width=4,
-                         head_channels=8)
+    config = ModelConfig(
+        depth=10, shortcut_type="B", num_classes=4, in_channels=3, base_width=4, head_channels=8
+    )
     model = MedicalNetSegmentation(config, generator=torch.Generator().manual_seed(0))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     reinitialise_encoder(model, seed=7)

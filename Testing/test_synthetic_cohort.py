@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
 from MachineUnlearningLib.data import synthetic
 from MachineUnlearningLib.data.cohort import LABEL_FILE, MODALITY_FILES
 from MachineUnlearningLib.data.synthetic import (

@@ -22,13 +22,18 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def a_source(a_tiny_cohort):
     subjects = [s for s in discover_cohort(a_tiny_cohort) if s.subject_id in IDS]
-    return SampleSource(subjects, DEFAULT_MODALITIES, get_label_policy("mrbrains3"),
-                        Preprocessing(input_size=(16, 32, 32)))
+    return SampleSource(
+        subjects,
+        DEFAULT_MODALITIES,
+        get_label_policy("mrbrains3"),
+        Preprocessing(input_size=(16, 32, 32)),
+    )
 
 
 def a_model(seed=0):
-    config = ModelConfig(depth=10, shortcut_type="B", num_classes=4, in_channels=3, base_width=4,
-                         head_channels=8)
+    config = ModelConfig(
+        depth=10, shortcut_type="B", num_classes=4, in_channels=3, base_width=4, head_channels=8
+    )
     return MedicalNetSegmentation(config, generator=torch.Generator().manual_seed(seed))
 
 
@@ -37,8 +42,14 @@ def every_subject(epoch, rng):
 
 
 def config(**changes):
-    base = dict(epochs=3, optimizer="adam", learning_rate=3e-3, head_lr_multiplier=1.0,
-                weight_decay=0.0, seed=0)
+    base = dict(
+        epochs=3,
+        optimizer="adam",
+        learning_rate=3e-3,
+        head_lr_multiplier=1.0,
+        weight_decay=0.0,
+        seed=0,
+    )
     return TrainingConfig(**{**base, **changes})
 
 
@@ -74,8 +85,16 @@ def test_cancel_file_stops_before_the_next_step(a_source, tmp_path):
         return False
 
     with pytest.raises(CancelledError, match="epoch 2, step 1"):
-        train(a_model(), a_source, every_subject, config(), CPU, sink, cancel_path=cancel,
-              on_epoch_end=hook)
+        train(
+            a_model(),
+            a_source,
+            every_subject,
+            config(),
+            CPU,
+            sink,
+            cancel_path=cancel,
+            on_epoch_end=hook,
+        )
     assert len(sink.of_kind("progress")) == 3
 
 
@@ -90,8 +109,15 @@ def test_non_finite_loss_stops_with_a_clear_error(a_source):
 def test_frozen_parameters_and_their_batchnorm_statistics_stay_bit_identical(a_source):
     model = a_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    train(model, a_source, every_subject, config(), CPU, CollectingSink(),
-          frozen_prefixes=("conv_seg",))
+    train(
+        model,
+        a_source,
+        every_subject,
+        config(),
+        CPU,
+        CollectingSink(),
+        frozen_prefixes=("conv_seg",),
+    )
     after = model.state_dict()
     decoder = [k for k in before if k.startswith("conv_seg")]
     encoder = [k for k in before if k.startswith("layer1") and "weight" in k]
@@ -101,8 +127,14 @@ def test_frozen_parameters_and_their_batchnorm_statistics_stay_bit_identical(a_s
 
 def test_gradient_ascent_stays_finite_and_bounded(a_source):
     ascent = lambda epoch, rng: [Step("070", weight=-1.0)]  # noqa: E731
-    history = train(a_model(), a_source, ascent, config(epochs=6, learning_rate=0.5,
-                    optimizer="sgd", grad_clip_norm=1.0), CPU, CollectingSink())
+    history = train(
+        a_model(),
+        a_source,
+        ascent,
+        config(epochs=6, learning_rate=0.5, optimizer="sgd", grad_clip_norm=1.0),
+        CPU,
+        CollectingSink(),
+    )
     losses = np.array([e["loss"] for e in history.epochs])
     assert np.isfinite(losses).all()
     assert (-losses <= 2 * np.log(4) + 1e-6).all()  # capped at 2 ln C

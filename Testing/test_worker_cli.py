@@ -15,14 +15,21 @@ import pytest
 from conftest import TINY_RECIPE
 from MachineUnlearningLib.events import parse_event
 
-TINY_SETTINGS = [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
-                 for k, v in TINY_RECIPE.items()]
+TINY_SETTINGS = [
+    f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in TINY_RECIPE.items()
+]
 
 
 def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "MachineUnlearningLib", *args], text=True,
-                          capture_output=True, env=env, timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "MachineUnlearningLib", *args],
+        text=True,
+        capture_output=True,
+        env=env,
+        timeout=600,
+        **kwargs,
+    )
 
 
 def events_of(stdout: str):
@@ -37,10 +44,29 @@ def sha256(path: Path) -> str:
 def an_unlearn_run(a_tiny_cohort, a_tiny_trained_model, tmp_path_factory):
     output = tmp_path_factory.mktemp("unlearn") / "run"
     before = sha256(a_tiny_trained_model)
-    result = cli("unlearn", "--cohort", str(a_tiny_cohort), "--checkpoint",
-                 str(a_tiny_trained_model), "--forget", "070", "--strategy", "noisy-label",
-                 "--epochs", "12", "--eval-epochs", "6", "12", "--param", "learning_rate=0.05",
-                 "--output", str(output), "--device", "cpu", "--events")
+    result = cli(
+        "unlearn",
+        "--cohort",
+        str(a_tiny_cohort),
+        "--checkpoint",
+        str(a_tiny_trained_model),
+        "--forget",
+        "070",
+        "--strategy",
+        "noisy-label",
+        "--epochs",
+        "12",
+        "--eval-epochs",
+        "6",
+        "12",
+        "--param",
+        "learning_rate=0.05",
+        "--output",
+        str(output),
+        "--device",
+        "cpu",
+        "--events",
+    )
     return result, output, before
 
 
@@ -48,8 +74,17 @@ def test_help_is_instant_and_lists_every_command():
     started = time.monotonic()
     result = cli("--help")
     assert result.returncode == 0
-    for command in ("make-cohort", "train", "unlearn", "evaluate", "audit", "demo",
-                    "strategies", "verify-record", "retrain"):
+    for command in (
+        "make-cohort",
+        "train",
+        "unlearn",
+        "evaluate",
+        "audit",
+        "demo",
+        "strategies",
+        "verify-record",
+        "retrain",
+    ):
         assert command in result.stdout
     assert "torch" not in sys.modules or time.monotonic() - started < 60
 
@@ -85,14 +120,22 @@ def test_the_input_checkpoint_is_never_written(an_unlearn_run, a_tiny_trained_mo
 
 def test_outputs_follow_the_contract(an_unlearn_run, a_tiny_cohort):
     _, output, _ = an_unlearn_run
-    for name in ("job.json", "unlearned.pt", "metrics.json", "report.html", "report.md",
-                 "deletion-record.json", "audit.json"):
+    for name in (
+        "job.json",
+        "unlearned.pt",
+        "metrics.json",
+        "report.html",
+        "report.md",
+        "deletion-record.json",
+        "audit.json",
+    ):
         assert (output / name).is_file(), name
     subjects = sorted(p.name for p in (a_tiny_cohort / "training").iterdir())
     subjects += sorted(p.name for p in (a_tiny_cohort / "held-out").iterdir())
     for model in ("original", "unlearned"):
-        written = sorted(p.name.removesuffix(".nii.gz")
-                         for p in (output / "predictions" / model).iterdir())
+        written = sorted(
+            p.name.removesuffix(".nii.gz") for p in (output / "predictions" / model).iterdir()
+        )
         assert written == sorted(subjects)
     assert not list(output.rglob(".tmp-*"))
 
@@ -126,25 +169,56 @@ def test_verify_record_passes_then_fails_after_tampering(an_unlearn_run, tmp_pat
         checkpoint.write_bytes(original_bytes)
 
 
-def test_an_existing_output_is_never_overwritten(an_unlearn_run, a_tiny_cohort,
-                                                 a_tiny_trained_model):
+def test_an_existing_output_is_never_overwritten(
+    an_unlearn_run, a_tiny_cohort, a_tiny_trained_model
+):
     _, output, _ = an_unlearn_run
-    result = cli("unlearn", "--cohort", str(a_tiny_cohort), "--checkpoint",
-                 str(a_tiny_trained_model), "--forget", "070", "--output", str(output),
-                 "--device", "cpu", "--epochs", "1")
+    result = cli(
+        "unlearn",
+        "--cohort",
+        str(a_tiny_cohort),
+        "--checkpoint",
+        str(a_tiny_trained_model),
+        "--forget",
+        "070",
+        "--output",
+        str(output),
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+    )
     assert result.returncode == 2
     assert "already holds results" in result.stderr
 
 
-def test_cancel_mid_run_exits_3_and_leaves_no_result(a_tiny_cohort, a_tiny_trained_model,
-                                                     tmp_path):
+def test_cancel_mid_run_exits_3_and_leaves_no_result(a_tiny_cohort, a_tiny_trained_model, tmp_path):
     output = tmp_path / "cancelled"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "MachineUnlearningLib", "unlearn", "--cohort", str(a_tiny_cohort),
-         "--checkpoint", str(a_tiny_trained_model), "--forget", "070", "--epochs", "200",
-         "--output", str(output), "--device", "cpu", "--events"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "MachineUnlearningLib",
+            "unlearn",
+            "--cohort",
+            str(a_tiny_cohort),
+            "--checkpoint",
+            str(a_tiny_trained_model),
+            "--forget",
+            "070",
+            "--epochs",
+            "200",
+            "--output",
+            str(output),
+            "--device",
+            "cpu",
+            "--events",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     for line in process.stdout:
         event = parse_event(line)
@@ -158,16 +232,34 @@ def test_cancel_mid_run_exits_3_and_leaves_no_result(a_tiny_cohort, a_tiny_train
 
 
 def test_train_then_evaluate_then_audit(a_tiny_cohort, a_tiny_trained_model, tmp_path):
-    evaluated = cli("evaluate", "--cohort", str(a_tiny_cohort), "--checkpoint",
-                    str(a_tiny_trained_model), "--output", str(tmp_path / "eval"),
-                    "--device", "cpu")
+    evaluated = cli(
+        "evaluate",
+        "--cohort",
+        str(a_tiny_cohort),
+        "--checkpoint",
+        str(a_tiny_trained_model),
+        "--output",
+        str(tmp_path / "eval"),
+        "--device",
+        "cpu",
+    )
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     roles = metrics["roles"]
     assert roles["070"] == "retain" and roles["H01"] == "held-out"
-    audited = cli("audit", "--cohort", str(a_tiny_cohort), "--checkpoint",
-                  str(a_tiny_trained_model), "--output", str(tmp_path / "audit"),
-                  "--device", "cpu", "--forget", "070")
+    audited = cli(
+        "audit",
+        "--cohort",
+        str(a_tiny_cohort),
+        "--checkpoint",
+        str(a_tiny_trained_model),
+        "--output",
+        str(tmp_path / "audit"),
+        "--device",
+        "cpu",
+        "--forget",
+        "070",
+    )
     assert audited.returncode == 0, audited.stderr[-2000:]
     report = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert report["forget_verdicts"][0]["subject_id"] == "070"

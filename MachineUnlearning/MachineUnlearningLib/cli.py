@@ -267,8 +267,24 @@ def main(argv: list[str] | None = None) -> int:
         sink.emit("finished", status="failed", exit_code=EXIT_FAILURE, outputs={})
         return EXIT_FAILURE
     if args.command not in ("strategies",):
-        sink.emit("finished", status="ok", exit_code=0, outputs=outputs)
+        sink.emit("finished", status="ok", exit_code=0, outputs=outputs, resources=resource_usage())
     return 0
+
+
+def resource_usage() -> dict:
+    """Peak memory of this process: resident (MiB, Linux/macOS) and CUDA allocated if used."""
+    usage: dict = {}
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        usage["peak_rss_mib"] = round(peak / (2**20 if sys.platform == "darwin" else 1024), 1)
+    except ImportError:  # Windows
+        pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        usage["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return usage
 
 
 if __name__ == "__main__":

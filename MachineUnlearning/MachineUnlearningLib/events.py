@@ -11,7 +11,8 @@ Event kinds (field ``event``) and their fields:
 - ``warning``: ``message``
 - ``error``: ``message``, ``hint``, ``exit_code``
 - ``finished``: ``status`` ("ok" | "invalid" | "cancelled" | "out_of_memory" | "failed"),
-  ``exit_code`` (int), ``outputs`` ({name: path})
+  ``exit_code`` (int), ``outputs`` ({name: path}), on success ``resources``
+  (``peak_rss_mib``, and ``peak_cuda_mib`` when CUDA was used)
 
 Every event also has ``time`` (seconds since the epoch, float). The Slicer Logic, the CLI's
 progress bar and the tests read the same stream through :func:`parse_event`.

@@ -147,10 +147,15 @@ def sample_loss(logits: torch.Tensor, target: torch.Tensor, loss: str) -> torch.
 
     Args:
         logits: (1, C, d, h, w).
-        target: (1, d, h, w) int64 class ids, -1 ignored.
+        target: (1, d', h', w') int64 class ids, -1 ignored; when its grid is finer than the
+            logits', the logits are upsampled to it (trilinear) first.
     Returns:
         scalar tensor (nats for ``ce``).
     """
+    if logits.shape[2:] != target.shape[1:]:
+        logits = F.interpolate(
+            logits.float(), size=target.shape[1:], mode="trilinear", align_corners=False
+        )
     ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
     if loss == "ce":
         return ce

@@ -2,14 +2,16 @@
 
 Forward (per subject, channels-first ``(C, D, H, W)``):
 
-1. crop to the foreground box: voxels where any channel differs from its corner value
-   ``image[:, 0, 0, 0]`` (MedicalNet's rule; unlike MedicalNet we keep the last foreground index);
+1. crop to the head's box: voxels brighter than 20 % of the channel's 99th percentile in any
+   channel, plus a 2-voxel margin (MedicalNet keeps voxels that differ from the corner value,
+   which keeps the whole grid when the background is noisy, as real MRI backgrounds are);
 2. resize the crop to ``input_size`` (trilinear by default; MedicalNet uses nearest neighbour for
    images, available as ``image_interpolation="nearest"``);
 3. z-score each channel over its voxels > 0; voxels <= 0 are set to 0 (MedicalNet fills them
    with unseeded N(0, 1) noise, which would make runs irreproducible);
 4. labels: raw -> class ids by the label policy (ignored -> -1), then nearest-neighbour resize of
-   the crop to the network's output grid (1/4 of the input per axis).
+   the crop to the network's output grid (1/4 of the input per axis; MedicalNet's) or, with
+   ``target_grid="input"``, to the input grid (the loss then upsamples the logits).
 
 Inverse: softmax probabilities ``(C, d, h, w)`` on the output grid are resized (trilinear,
 MedicalNet's order 1) to the crop box and pasted into the original grid, where voxels outside the
@@ -31,7 +33,11 @@ from MachineUnlearningLib.model.resnet import output_size
 from MachineUnlearningLib.options import look_up_option
 
 IMAGE_INTERPOLATIONS = ("trilinear", "nearest")
+TARGET_GRIDS = ("output", "input")
 Box = tuple[int, int, int, int, int, int]  # z0, z1, y0, y1, x0, x1 (end exclusive)
+FOREGROUND_THRESHOLD = 0.2  # fraction of a channel's 99th percentile that counts as head
+FOREGROUND_MARGIN = 2  # voxels added around the head box
+SPARSE_PLANE_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -44,12 +50,17 @@ class Preprocessing:
         image_interpolation: ``trilinear`` (default) or ``nearest`` (MedicalNet's).
         crop_jitter: training-time augmentation: each box bound moves by up to this fraction
             of the box extent (0 = off). MedicalNet crops randomly around the label box.
+        target_grid: where training labels live: ``output`` (the logit grid, 1/4 of the input,
+            MedicalNet's) or ``input`` (the network input grid; the loss then upsamples the
+            logits trilinearly to it, which trains the model for the trilinear upsampling its
+            predictions go through, so boundaries land between logit voxels).
     """
 
     input_size: tuple[int, int, int] = (56, 448, 448)
     crop_to_foreground: bool = True
     image_interpolation: str = "trilinear"
     crop_jitter: float = 0.0
+    target_grid: str = "output"
 
     def __post_init__(self) -> None:
         size = tuple(int(v) for v in self.input_size)
@@ -60,6 +71,7 @@ class Preprocessing:
             )
         object.__setattr__(self, "input_size", size)
         look_up_option(self.image_interpolation, IMAGE_INTERPOLATIONS, "image_interpolation")
+        look_up_option(self.target_grid, TARGET_GRIDS, "target_grid")
         if not 0.0 <= self.crop_jitter < 0.5:
             raise InvalidInputError(
                 f"crop_jitter: must be in [0, 0.5), got {self.crop_jitter!r}.", hint="e.g. 0.05"
@@ -84,7 +96,8 @@ class PreparedSample:
 
     Attributes:
         image: (C, D_in, H_in, W_in) float32 network input.
-        target: (d, h, w) int64 class ids on the output grid (-1 = ignore), or None.
+        target: int64 class ids (-1 = ignore) on the output grid (d, h, w) or, with
+            ``target_grid="input"``, on the input grid; None without labels.
         box: crop box in the original grid (z0, z1, y0, y1, x0, x1), end exclusive.
         grid_shape: original (D, H, W).
     """
@@ -95,24 +108,40 @@ class PreparedSample:
     grid_shape: tuple[int, int, int]
 
 
-def foreground_box(image: np.ndarray) -> Box:
-    """Bounding box of voxels that differ from the corner value in any channel.
+def foreground_box(
+    image: np.ndarray, threshold: float = FOREGROUND_THRESHOLD, margin: int = FOREGROUND_MARGIN
+) -> Box:
+    """Bounding box of the head: voxels brighter than ``threshold`` x the channel's 99th
+    percentile in any channel (planes with only sparse noise voxels ignored), grown by
+    ``margin`` voxels and clipped to the grid.
+
+    MedicalNet keeps voxels that differ from the corner value, which on a real (noisy)
+    background keeps the whole grid; a relative intensity threshold finds the head.
 
     Args:
         image: (C, D, H, W).
     Returns:
-        (z0, z1, y0, y1, x0, x1), end exclusive; the whole grid when nothing differs.
+        (z0, z1, y0, y1, x0, x1), end exclusive; the whole grid when nothing passes.
     """
-    corner = image[:, :1, :1, :1]
-    mask = (image != corner).any(axis=0)
+    mask = np.zeros(image.shape[1:], dtype=bool)
+    for channel in image:
+        high = float(np.percentile(channel, 99))
+        if high > 0:
+            mask |= channel > threshold * high
     if not mask.any():
         d, h, w = mask.shape
         return (0, d, 0, h, 0, w)
     bounds = []
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
-        present = np.flatnonzero(mask.any(axis=other))
-        bounds += [int(present[0]), int(present[-1]) + 1]
+        counts = mask.sum(axis=other)
+        # a plane belongs to the head when it holds more than 1 % of the fullest plane's
+        # voxels; isolated bright noise voxels of the background do not.
+        present = np.flatnonzero(counts > SPARSE_PLANE_FRACTION * counts.max())
+        bounds += [
+            max(int(present[0]) - margin, 0),
+            min(int(present[-1]) + 1 + margin, mask.shape[axis]),
+        ]
     return tuple(bounds)  # type: ignore[return-value]
 
 
@@ -138,16 +167,14 @@ def _crop(array: np.ndarray, box: Box) -> np.ndarray:
 
 def _normalise(image: torch.Tensor) -> torch.Tensor:
     """Per-channel z-score over voxels > 0; other voxels become 0. (C, D, H, W) -> same."""
-    out = torch.zeros_like(image)
-    for c in range(image.shape[0]):
-        channel = image[c]
-        inside = channel > 0
-        if inside.sum() < 2:
-            continue
-        values = channel[inside]
-        std = values.std().clamp_min(1e-6)
-        out[c][inside] = (values - values.mean()) / std
-    return out
+    inside = image > 0
+    dims = (1, 2, 3)
+    count = inside.sum(dim=dims, keepdim=True)
+    mean = (image * inside).sum(dim=dims, keepdim=True) / count.clamp_min(1)
+    variance = (((image - mean) * inside) ** 2).sum(dim=dims, keepdim=True)
+    std = (variance / (count - 1).clamp_min(1)).sqrt().clamp_min(1e-6)
+    usable = inside & (count >= 2)  # a channel with < 2 positive voxels stays all zero
+    return torch.where(usable, (image - mean) / std, torch.zeros_like(image))
 
 
 def prepare_sample(
@@ -176,7 +203,12 @@ def prepare_sample(
     target = None
     if policy is not None and volumes.raw_label is not None:
         classes = torch.from_numpy(policy.apply(_crop(volumes.raw_label, box)))
-        target = resize_labels(classes, network_output_shape(preprocessing.input_size))
+        size = (
+            network_output_shape(preprocessing.input_size)
+            if preprocessing.target_grid == "output"
+            else preprocessing.input_size
+        )
+        target = resize_labels(classes, size)
     return PreparedSample(image=image, target=target, box=box, grid_shape=grid)
 
 

@@ -40,14 +40,16 @@ class SampleSource:
             s.subject_id: load_subject(s, modalities, need_labels) for s in subjects
         }
         self._cache: dict[str, PreparedSample] = {}
+        self._boxes: dict[str, tuple[int, ...]] = {}
 
     def sample(self, subject_id: str, rng: np.random.Generator | None = None) -> PreparedSample:
         """The prepared sample; with ``rng`` and crop jitter on, a freshly jittered crop."""
         volumes = self.volumes[subject_id]
         jitter = self.preprocessing.crop_jitter
         if rng is not None and jitter > 0:
-            box = foreground_box(volumes.image)
-            box = jitter_box(box, volumes.grid_shape, jitter, rng)
+            if subject_id not in self._boxes:
+                self._boxes[subject_id] = foreground_box(volumes.image)
+            box = jitter_box(self._boxes[subject_id], volumes.grid_shape, jitter, rng)
             return prepare_sample(volumes, self.policy, self.preprocessing, box=box)
         if subject_id not in self._cache:
             self._cache[subject_id] = prepare_sample(volumes, self.policy, self.preprocessing)

@@ -1,0 +1,211 @@
+"""Every unlearning preset on the demo cohort, in one table shaped like the paper's.
+
+Usage:
+    .venv/bin/python scripts/benchmark_strategies.py --cohort demo-output/cohort \\
+        --checkpoint demo-output/baseline/model.pt --work benchmark-runs \\
+        [--forget 070] [--epochs 50] [--eval-epochs 20 50] [--presets noisy-label ...] \\
+        [--retrain] [--json docs/benchmarks-strategies.json]
+
+Each preset runs as its own ``machine-unlearning unlearn`` subprocess (the real CLI); its wall
+time is measured here and its peak resident memory is what the worker reports in its
+``finished`` event. With ``--retrain`` the retrain-from-scratch reference (the baseline's
+recipe and seed, retain subjects only) runs first and every preset is also compared with it:
+absolute Dice gaps on forget, retain and held-out subjects, their mean (SalUn's "Avg. Gap") and
+the run-time efficiency RTE = t_retrain / t_unlearn (same machine, same script). The script
+prints a Markdown table (for docs/benchmarks.md) and, with ``--json``, the raw numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PRESETS = (
+    "noisy-label",
+    "retain-label",
+    "max-loss",
+    "random-encoder",
+    "learn-others",
+    "learn-noise",
+    "noisy-label+fix-decoder",
+)
+PAPER_ROW = (
+    "| paper: noisy-label (MRBrainS18, published, not ours) | 50 | 0.9226 -> 0.0613 "
+    "| ~0.90 -> 0.7576 | n/a | n/a | n/a | 93 | 84 | 0.6963 | 0.091 | | | | |"
+)
+
+
+def run_cli(args: list[str]) -> dict:
+    """Run the CLI with --events; returns exit code, wall seconds and the finished event."""
+    from MachineUnlearningLib.events import parse_event
+
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "MachineUnlearningLib", *args, "--events"],
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.monotonic() - started
+    events = [e for e in map(parse_event, result.stdout.splitlines()) if e is not None]
+    finished = next((e for e in reversed(events) if e.kind == "finished"), None)
+    if result.returncode != 0:
+        print(result.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"{' '.join(args[:2])} failed with exit code {result.returncode}")
+    return {
+        "seconds": round(seconds, 1),
+        "peak_rss_mib": (finished.get("resources") or {}).get("peak_rss_mib"),
+    }
+
+
+def set_means(metrics: dict, epoch: int) -> dict:
+    return next(e["sets"] for e in metrics["evaluations"] if e["epoch"] == epoch)
+
+
+def subject_dice(metrics: dict, epoch: int | None) -> dict[str, float]:
+    evaluation = next(e for e in metrics["evaluations"] if epoch is None or e["epoch"] == epoch)
+    return {s["subject_id"]: s["mean_dice"] for s in evaluation["subjects"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cohort", required=True)
+    parser.add_argument("--checkpoint", required=True, help="the baseline (never written)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("benchmark-runs"),
+        help="folder for the runs (benchmark-runs)",
+    )
+    parser.add_argument("--forget", default="070")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--eval-epochs", type=int, nargs="+", default=[20, 50])
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--retrain", action="store_true", help="also run the retrain reference")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, help="write the raw results here")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    common = ["--cohort", args.cohort, "--forget", args.forget, "--device", args.device]
+
+    reference = None
+    if args.retrain:
+        out = args.work / "retrain"
+        usage = run_cli(["retrain", *common, "--output", str(out)])
+        evaluated = args.work / "retrain-evaluated"
+        run_cli(
+            [
+                "evaluate",
+                "--cohort",
+                args.cohort,
+                "--checkpoint",
+                str(out / "model.pt"),
+                "--forget",
+                args.forget,
+                "--device",
+                args.device,
+                "--output",
+                str(evaluated),
+            ]
+        )
+        metrics = json.loads((evaluated / "metrics.json").read_text())
+        reference = {**usage, "sets": metrics["evaluations"][0]["sets"]}
+        print(f"retrain: {usage['seconds']} s, sets {reference['sets']}", flush=True)
+
+    rows = []
+    for preset in args.presets:
+        strategy, _, modifier = preset.partition("+")
+        out = args.work / preset
+        extra = ["--fix-decoder"] if modifier == "fix-decoder" else []
+        usage = run_cli(
+            [
+                "unlearn",
+                *common,
+                "--checkpoint",
+                args.checkpoint,
+                "--strategy",
+                strategy,
+                *extra,
+                "--epochs",
+                str(args.epochs),
+                "--eval-epochs",
+                *map(str, args.eval_epochs),
+                "--output",
+                str(out),
+            ]
+        )
+        metrics = json.loads((out / "metrics.json").read_text())
+        audit = (
+            json.loads((out / "audit.json").read_text()) if (out / "audit.json").exists() else None
+        )
+        before = set_means(metrics, 0)
+        for summary in metrics["summary"]:
+            after = set_means(metrics, summary["epoch"])
+            row = {
+                "preset": preset,
+                "epoch": summary["epoch"],
+                "before": before,
+                "after": after,
+                **summary,
+                **usage,
+                "audit": audit["unlearned"]["overall"] if audit else None,
+            }
+            if reference is not None:
+                gaps = {
+                    role: abs(after[role]["dice"] - reference["sets"][role]["dice"])
+                    for role in ("forget", "retain", "held-out")
+                    if role in after
+                }
+                row["dice_gap_to_retrain"] = gaps
+                row["avg_gap"] = sum(gaps.values()) / len(gaps)
+                row["rte"] = reference["seconds"] / usage["seconds"]
+            rows.append(row)
+        print(f"{preset}: {usage['seconds']} s", flush=True)
+
+    print(markdown(rows, reference, args))
+    if args.json:
+        args.json.write_text(json.dumps({"reference": reference, "rows": rows}, indent=2) + "\n")
+
+
+def markdown(rows: list[dict], reference: dict | None, args) -> str:
+    def f(value, spec=".4f"):
+        return "n/a" if value is None else format(value, spec)
+
+    head = (
+        "| preset | epoch | Dice forget | Dice retain | Dice held-out | MAE forget | "
+        "MAE retain | decrease % | preserved % | Dice gap | MAE gap | audit | "
+        "wall s | peak RSS MiB | Avg. Gap / RTE |"
+    )
+    lines = [head, "|" + "---|" * 15]
+    for r in rows:
+        b, a = r["before"], r["after"]
+        held = (
+            f"{f(b['held-out']['dice'])} -> {f(a['held-out']['dice'])}"
+            if "held-out" in a
+            else "n/a"
+        )
+        ref = f"{f(r.get('avg_gap'))} / {f(r.get('rte'), '.2f')}" if reference else ""
+        lines.append(
+            f"| {r['preset']} | {r['epoch']} | {f(b['forget']['dice'])} -> "
+            f"{f(a['forget']['dice'])} | {f(b['retain']['dice'])} -> {f(a['retain']['dice'])} "
+            f"| {held} | {f(a['forget']['mae'])} | {f(a['retain']['mae'])} | "
+            f"{f(r['forget_decrease_pct'], '.1f')} | {f(r['retain_preservation_pct'], '.1f')} | "
+            f"{f(r['dice_gap'])} | {f(r['mae_gap'])} | {r['audit'] or 'n/a'} | "
+            f"{r['seconds']} | {r['peak_rss_mib']} | {ref} |"
+        )
+    lines.append(PAPER_ROW)
+    if reference:
+        s = reference["sets"]
+        lines.append(
+            f"\nRetrain reference: {reference['seconds']} s; Dice forget "
+            f"{f(s['forget']['dice'])}, retain {f(s['retain']['dice'])}, held-out "
+            f"{f(s.get('held-out', {}).get('dice'))}."
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
