@@ -127,3 +127,12 @@ def test_generated_docs_define_every_preset_and_say_our_interpretation():
         assert f"## `{name}`" in text
     assert text.count("*Our interpretation.*") >= len(PAPER)
     assert "## `--fix-decoder`" in text
+
+
+def test_committed_strategy_docs_match_the_registry():
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parents[1] / "docs" / "strategies.md"
+    assert committed.read_text(encoding="utf-8") == strategies_markdown(), (
+        "docs/strategies.md is stale: run scripts/generate_strategy_docs.py"
+    )

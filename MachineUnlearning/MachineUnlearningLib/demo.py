@@ -1,6 +1,6 @@
 """``machine-unlearning demo``: the README's main command.
 
-1. make the synthetic cohort (seed 0, 3 held-out subjects) under ``OUTPUT/cohort`` if absent;
+1. make the synthetic cohort (seed 0, 5 held-out subjects) under ``OUTPUT/cohort`` if absent;
 2. train the ``cpu-demo`` baseline under ``OUTPUT/baseline`` if absent (cached, reused next time);
 3. forget subject "070" with ``noisy-label`` (50 epochs, evaluated at 20 and 50) into a new
    ``OUTPUT/runs/<time>-noisy-label-070`` folder, with the report and deletion record;
@@ -19,7 +19,7 @@ from MachineUnlearningLib.jobs import JobSpec
 
 DEMO_FORGET_ID = "070"
 DEMO_STRATEGY = "noisy-label"
-DEMO_HELD_OUT = 3
+DEMO_HELD_OUT = 5
 DEMO_SEED = 0
 
 

@@ -5,18 +5,23 @@ A run is a model, a :class:`TrainingConfig` and a *plan*: for each epoch, the li
 in the plan they build, the targets they ask for and the parameters they freeze or reset
 (``strategies/``); the loop itself never changes.
 
-Loss per sample: ``weight * L(logits, target)`` with ``L`` cross-entropy over non-ignored voxels
-(``loss="ce"``) or cross-entropy + MONAI's masked soft Dice (``loss="dice-ce"``). A negative
-weight is gradient ascent, bounded: the per-sample loss is capped at ``ascent_cap`` (in nats) so
-its gradient vanishes once the subject is predicted no better than chance, and gradients are
-clipped to ``grad_clip_norm``. A non-finite loss stops the run with TrainingDivergedError.
+Loss per sample: ``weight * L`` where the step's ``loss`` kind picks ``L``: ``task`` (default)
+is cross-entropy over non-ignored voxels (``config.loss="ce"``) or cross-entropy + MONAI's
+masked soft Dice (``"dice-ce"``); ``kl`` is KL_vox(p_teacher || p_student) against one of the
+run's frozen ``teachers`` (``losses.voxel_kl``); ``task+kl`` is ``task + config.kl_weight * kl``.
+A negative weight is gradient ascent, bounded: the per-sample loss is capped at ``ascent_cap``
+(in nats) so its gradient vanishes once the subject is predicted no better than chance (or, for
+``kl``, once the student is that far from its teacher), and gradients are clipped to
+``grad_clip_norm``. A non-finite loss stops the run with TrainingDivergedError. An optional
+``after_step(model)`` runs after every optimiser step (e.g. to restore weights a strategy keeps
+fixed); the loop has no strategy-specific branch.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,12 +34,14 @@ from MachineUnlearningLib.data.samples import SampleSource
 from MachineUnlearningLib.device import translate_out_of_memory
 from MachineUnlearningLib.errors import CancelledError, InvalidInputError, TrainingDivergedError
 from MachineUnlearningLib.events import EventSink
+from MachineUnlearningLib.losses import on_label_grid, voxel_kl
 from MachineUnlearningLib.options import look_up_option
 
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("ce", "dice-ce")
 SCHEDULES = ("constant", "exponential")
 TARGETS_TRUE = "true"
+STEP_LOSSES = ("task", "kl", "task+kl")
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,8 @@ class TrainingConfig:
         grad_clip_norm: global gradient-norm clip; None = off.
         amp: CUDA automatic mixed precision (ignored on CPU).
         seed: seeds torch and every random choice of the run.
+        kl_weight: weight of the KL term of ``task+kl`` steps (SCRUB's alpha).
+        kl_temperature: softmax temperature of the KL-to-teacher losses (1 = plain softmax).
     """
 
     epochs: int = 50
@@ -72,6 +81,8 @@ class TrainingConfig:
     grad_clip_norm: float | None = 5.0
     amp: bool = True
     seed: int = 0
+    kl_weight: float = 1.0
+    kl_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         look_up_option(self.optimizer, OPTIMIZERS, "optimizer")
@@ -81,6 +92,8 @@ class TrainingConfig:
             raise InvalidInputError("epochs and batch_size must be >= 1.")
         if not self.learning_rate > 0:
             raise InvalidInputError(f"learning_rate: must be > 0, got {self.learning_rate}.")
+        if not self.kl_temperature > 0:
+            raise InvalidInputError(f"kl_temperature: must be > 0, got {self.kl_temperature}.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,16 +108,29 @@ class Step:
         target: ``true`` (its own labels) or a name handled by the run's ``target_maker``
             (e.g. ``uniform-random``, ``subject:<id>``).
         weight: loss multiplier; negative = gradient ascent.
+        loss: ``task`` (the config's loss against ``target``), ``kl`` (KL_vox(p_teacher ||
+            p_student) over the target's non-ignored voxels) or ``task+kl`` (task +
+            ``config.kl_weight`` * kl).
+        teacher: for ``kl`` / ``task+kl``: the name of the frozen model in ``train``'s
+            ``teachers`` whose prediction on the same input is the reference; else None.
     """
 
     subject_id: str
     target: str = TARGETS_TRUE
     weight: float = 1.0
+    loss: str = "task"
+    teacher: str | None = None
+
+    def __post_init__(self) -> None:
+        look_up_option(self.loss, STEP_LOSSES, "step loss")
+        if (self.teacher is None) == ("kl" in self.loss):
+            raise ValueError(f"step {self}: a teacher is needed by, and only by, kl losses")
 
 
 Plan = Callable[[int, np.random.Generator], list[Step]]
 TargetMaker = Callable[[Step, torch.Tensor, np.random.Generator, torch.Generator], torch.Tensor]
 EpochHook = Callable[[int], bool]
+StepHook = Callable[[torch.nn.Module], None]
 
 
 @dataclass
@@ -152,11 +178,8 @@ def sample_loss(logits: torch.Tensor, target: torch.Tensor, loss: str) -> torch.
     Returns:
         scalar tensor (nats for ``ce``).
     """
-    if logits.shape[2:] != target.shape[1:]:
-        logits = F.interpolate(
-            logits.float(), size=target.shape[1:], mode="trilinear", align_corners=False
-        )
-    ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
+    logits = on_label_grid(logits, target)
+    ce = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
     if loss == "ce":
         return ce
     from monai.losses import MaskedDiceLoss
@@ -166,6 +189,23 @@ def sample_loss(logits: torch.Tensor, target: torch.Tensor, loss: str) -> torch.
         logits.float(), target.clamp_min(0)[:, None], mask=mask
     )
     return ce + dice
+
+
+def step_loss(
+    step: Step,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    config: TrainingConfig,
+) -> torch.Tensor:
+    """Unweighted loss of one step (shapes as :func:`sample_loss`; ``teacher_logits`` as
+    ``logits``, required by ``kl`` kinds)."""
+    if step.loss == "task":
+        return sample_loss(logits, target, config.loss)
+    kl = voxel_kl(logits, teacher_logits, target, config.kl_temperature)
+    if step.loss == "kl":
+        return kl
+    return sample_loss(logits, target, config.loss) + config.kl_weight * kl
 
 
 def train(
@@ -180,18 +220,26 @@ def train(
     frozen_prefixes: Sequence[str] = (),
     on_epoch_end: EpochHook | None = None,
     phase: str = "train",
+    teachers: Mapping[str, torch.nn.Module] | None = None,
+    after_step: StepHook | None = None,
 ) -> TrainingHistory:
     """Run the loop; returns the history. ``on_epoch_end(epoch)`` returning True stops early.
 
     Frozen parameters (names starting with one of ``frozen_prefixes``) get
     ``requires_grad=False`` and their BatchNorm layers stay in eval mode, so their running
-    statistics do not move either.
+    statistics do not move either. ``teachers`` (name -> model, for steps with a ``kl`` loss)
+    are moved to ``device``, put in eval mode and only run under ``no_grad`` on the step's
+    input, so neither their weights nor their BatchNorm statistics change. ``after_step(model)``
+    is called after every optimiser step.
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device)
     frozen_modules = _freeze(model, frozen_prefixes)
+    teachers = dict(teachers or {})
+    for teacher in teachers.values():
+        teacher.to(device).eval()
     optimizer = build_optimizer(model, config)
     scheduler = (
         torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.gamma)
@@ -207,6 +255,9 @@ def train(
     total_steps = None  # known once the first epoch's plan is drawn; plans keep their length
     for epoch in range(1, config.epochs + 1):
         steps = plan(epoch, rng)
+        missing = sorted({s.teacher for s in steps if s.teacher is not None} - set(teachers))
+        if missing:
+            raise InvalidInputError(f"{phase}: the plan names teacher(s) {missing}; none given.")
         batches = [
             steps[i : i + config.batch_size] for i in range(0, len(steps), config.batch_size)
         ]
@@ -233,6 +284,7 @@ def train(
                     rng,
                     generator,
                     ascent_cap,
+                    teachers,
                 )
             if not math.isfinite(value):
                 raise TrainingDivergedError(
@@ -240,6 +292,8 @@ def train(
                     hint="Lower the learning rate, or for gradient ascent lower ascent_cap / "
                     "keep grad_clip_norm on.",
                 )
+            if after_step is not None:
+                after_step(model)
             losses.append(value)
             history.steps += 1
             elapsed = time.monotonic() - started
@@ -283,26 +337,29 @@ def _optimiser_step(
     rng,
     generator,
     ascent_cap,
+    teachers,
 ) -> float:
     optimizer.zero_grad(set_to_none=True)
-    images, targets, weights = [], [], []
+    images, targets = [], []
     for step in batch:
         sample = source.sample(step.subject_id, rng)
         target = target_maker(step, sample.target, rng, generator)
         images.append(sample.image)
         targets.append(target)
-        weights.append(step.weight)
     x = torch.stack(images).to(device)
     y = torch.stack(targets).to(device)
     with torch.autocast(device_type=device.type, enabled=use_amp):
         logits = model(x)
+        with torch.no_grad():
+            references = {name: teachers[name](x) for name in {s.teacher for s in batch} - {None}}
     total = torch.zeros((), device=device)
-    for i, weight in enumerate(weights):
-        loss = sample_loss(logits[i : i + 1], y[i : i + 1], config.loss)
-        if weight < 0:
+    for i, step in enumerate(batch):
+        reference = references[step.teacher][i : i + 1] if step.teacher is not None else None
+        loss = step_loss(step, logits[i : i + 1], y[i : i + 1], reference, config)
+        if step.weight < 0:
             loss = loss.clamp(max=ascent_cap)
-        total = total + weight * loss
-    total = total / len(weights)
+        total = total + step.weight * loss
+    total = total / len(batch)
     value = float(total.detach())
     if not math.isfinite(value):
         return value

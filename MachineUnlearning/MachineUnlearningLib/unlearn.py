@@ -1,9 +1,12 @@
 """The ``unlearn`` job: original model -> strategy -> unlearned model, metrics, report.
 
-Order of work: evaluate the original model (epoch 0), apply the preset's parameter surgery,
-train with the preset's plan and targets through ``training.train`` (evaluating at the asked
-epochs), then write every output atomically. Nothing is written under its final name before
-training has finished, so a cancelled run leaves only ``job.json``.
+Order of work: evaluate the original model (epoch 0), apply the preset's declared mechanics
+(``strategies.preparation``: saliency mask, surgery, teachers), train with the preset's plan
+and targets through ``training.train`` (evaluating at the asked epochs), then write every
+output atomically. A preset that does not train (``Strategy.trains`` False, e.g. ``ssd``) is
+evaluated once after its surgery, as the ``unlearned`` model at epoch 0 (epochs count training
+epochs). Nothing is written under its final name before training has finished, so a cancelled
+run leaves only ``job.json``.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from MachineUnlearningLib.model.checkpoint import save_checkpoint
 from MachineUnlearningLib.record import build_deletion_record, record_to_markdown, write_record
 from MachineUnlearningLib.strategies import get_strategy
 from MachineUnlearningLib.strategies.plan import build_plan
-from MachineUnlearningLib.strategies.surgery import DECODER_PREFIXES, reinitialise_encoder
+from MachineUnlearningLib.strategies.preparation import prepare
+from MachineUnlearningLib.strategies.surgery import DECODER_PREFIXES
 from MachineUnlearningLib.strategies.targets import TargetMaker
-from MachineUnlearningLib.training import TrainingConfig, train
+from MachineUnlearningLib.training import TrainingConfig, TrainingHistory, train
 from MachineUnlearningLib.worker import (
     UNLEARNED_FILE,
     emit_metrics,
@@ -63,6 +67,8 @@ def unlearning_config(params: dict, seed: int) -> TrainingConfig:
         loss="ce",
         grad_clip_norm=params["grad_clip_norm"],
         seed=seed,
+        kl_weight=params.get("kl_weight", 1.0),
+        kl_temperature=params.get("temperature", 1.0),
     )
 
 
@@ -70,9 +76,9 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
     started_at = datetime.now(timezone.utc)
     strategy = get_strategy(job.strategy)
     given = dict(job.strategy_params)
-    if job.epochs is not None:
+    if job.epochs is not None and strategy.trains:
         given["epochs"] = job.epochs
-    if job.learning_rate is not None:
+    if job.learning_rate is not None and strategy.trains:
         given["learning_rate"] = job.learning_rate
     params = strategy.resolve(given)
     output = prepare_output(job)
@@ -105,10 +111,21 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
     emit_metrics(sink, original)
 
     model = copy.deepcopy(loaded.model)
-    if strategy.reinit_encoder:
-        reinitialise_encoder(model, seed=job.seed)
-    config = unlearning_config(params, job.seed)
-    eval_at = evaluation_epochs(job, config.epochs)
+    frozen_prefixes = DECODER_PREFIXES if job.fix_decoder else ()
+    prepared = prepare(
+        strategy,
+        model,
+        loaded.model,
+        source,
+        roles.forget,
+        roles.retain,
+        params,
+        job.seed,
+        device,
+        frozen_prefixes,
+    )
+    config = unlearning_config(params, job.seed) if strategy.trains else None
+    eval_at = evaluation_epochs(job, config.epochs) if config is not None else [0]
     evaluations: list[Evaluation] = []
 
     stop_rule = job.stop_when_indistinguishable
@@ -148,22 +165,33 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
     sink.emit(
         "phase",
         name="unlearn",
-        detail=f"{strategy.name}"
-        f"{' + fix-decoder' if job.fix_decoder else ''}, {config.epochs} epochs",
+        detail=f"{strategy.name}{' + fix-decoder' if job.fix_decoder else ''}, "
+        + (
+            f"{config.epochs} epochs"
+            if config is not None
+            else "no training (epochs and optimiser settings do not apply); "
+            "the edited model is evaluated as epoch 0"
+        ),
     )
-    history = train(
-        model,
-        source,
-        build_plan(strategy, roles.forget, roles.retain, params),
-        config,
-        device,
-        sink,
-        job.cancel_path,
-        target_maker=TargetMaker(source),
-        frozen_prefixes=DECODER_PREFIXES if job.fix_decoder else (),
-        on_epoch_end=on_epoch_end,
-        phase="unlearn",
-    )
+    if config is not None:
+        history = train(
+            model,
+            source,
+            build_plan(strategy, roles.forget, roles.retain, params),
+            config,
+            device,
+            sink,
+            job.cancel_path,
+            target_maker=TargetMaker(source),
+            frozen_prefixes=frozen_prefixes,
+            on_epoch_end=on_epoch_end,
+            phase="unlearn",
+            teachers=prepared.teachers,
+            after_step=prepared.after_step,
+        )
+    else:
+        history = TrainingHistory()
+        on_epoch_end(0)
 
     sink.emit("phase", name="write", detail=str(output))
     outputs: dict[str, str] = {}
@@ -187,6 +215,7 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
         "seed": job.seed,
         "encoder_reinitialised_with_seed": job.seed if strategy.reinit_encoder else None,
         "stopped_early_at": history.stopped_early_at,
+        **prepared.record,
     }
     subject_ids = dict(meta.get("subject_ids", {}))
     subject_ids["forgotten"] = sorted(set(subject_ids.get("forgotten", [])) | set(roles.forget))

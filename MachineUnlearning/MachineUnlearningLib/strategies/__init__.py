@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from MachineUnlearningLib.options import look_up_option
 from MachineUnlearningLib.strategies.base import COMMON_PARAMETERS, Parameter, Strategy
+from MachineUnlearningLib.strategies.literature import LITERATURE_PRESETS
 from MachineUnlearningLib.strategies.presets import FIX_DECODER_DEFINITION, PAPER_PRESETS
 
 STRATEGIES: dict[str, Strategy] = {}
@@ -22,7 +23,7 @@ def register(strategy: Strategy) -> Strategy:
     return strategy
 
 
-for _preset in PAPER_PRESETS:
+for _preset in (*PAPER_PRESETS, *LITERATURE_PRESETS):
     register(_preset)
 
 
@@ -63,10 +64,16 @@ def strategies_markdown() -> str:
         "strategy's name (../shared/reference/unlearning.md section 2), not the authors' "
         "algorithm.",
         "",
+        "The presets from `finetune` on are established methods from the literature, adapted "
+        "to voxel-wise segmentation (../shared/reference/unlearning.md section 3); there the "
+        "italic mark means we adapted the published algorithm, as its definition states.",
+        "",
         "Common set-up: every run starts from a copy of the original model; the loss is "
-        "voxel-wise cross-entropy on the network's output grid with ignored voxels (-1) "
-        "excluded; an epoch is one pass over the strategy's list of subjects; the learning "
-        "rate is constant so one run evaluated at epochs 20 and 50 serves both horizons.",
+        "voxel-wise cross-entropy with ignored voxels (-1) excluded, on the label grid the "
+        "model was trained with (the logit grid in MedicalNet's recipe; the input grid, with "
+        "the logits upsampled, in cpu-demo); an epoch is one pass over the strategy's list of "
+        "subjects; the learning rate is constant so one run evaluated at epochs 20 and 50 "
+        "serves both horizons.",
         "",
         "## Common parameters",
         "",

@@ -5,18 +5,35 @@ Mechanics (each in its own module):
   maximised, uniform random voxel labels, wrong-class labels, another subject's labels);
 - ``plan.py``: which subjects an epoch visits and with what loss weight (retain replay or not);
 - ``surgery.py``: parameter surgery before training (re-initialise the encoder, freeze the
-  decoder).
+  decoder);
+- ``dampening.py``: selective synaptic dampening (SSD), parameter surgery without training;
+- ``saliency.py``: a weight-saliency mask; weights outside it are kept at their original values;
+- ``teachers.py``: frozen reference models for KL-to-teacher losses;
+- ``gradients.py``: per-subject gradients at fixed weights (used by saliency and dampening);
+- ``preparation.py``: applies a strategy's declared mechanics before the loop.
+
+Presets: ``presets.py`` (the paper's), ``literature.py`` (established methods).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from MachineUnlearningLib.errors import InvalidInputError
 from MachineUnlearningLib.options import look_up_option
 
-FORGET_TARGETS = ("none", "ascent", "uniform-random", "wrong-class", "other-subject")
+# Forget targets the composed plan (plan.build_plan) handles ...
+COMPOSED_FORGET_TARGETS = ("none", "ascent", "uniform-random", "wrong-class", "other-subject")
+# ... and those only a preset's own plan builder (or no training at all) gives meaning to.
+FORGET_TARGETS = (*COMPOSED_FORGET_TARGETS, "teacher-divergence", "random-teacher", "importance")
+TEACHERS = ("original", "random")
+SURGERIES = ("none", "selective-dampening")
+UPDATE_MASKS = ("none", "saliency")
+
+# (strategy, forget ids, retain ids, resolved params) -> training.Plan
+PlanBuilder = Callable[["Strategy", Sequence[str], Sequence[str], dict], Callable]
 
 
 @dataclass(frozen=True)
@@ -63,14 +80,26 @@ class Strategy:
         name: registry key, e.g. ``noisy-label``.
         summary: one line for ``machine-unlearning strategies``.
         forget_target: how forget subjects are used: ``none`` (never shown), ``ascent`` (true
-            labels, loss maximised), ``uniform-random``, ``wrong-class``, ``other-subject``.
+            labels, loss maximised), ``uniform-random``, ``wrong-class``, ``other-subject``;
+            with a ``plan_builder`` also ``teacher-divergence`` (pushed away from the original
+            model's prediction), ``random-teacher`` (pulled toward a random model's); without
+            training ``importance`` (only their gradients are used).
         replay_retain: retain subjects stay in the loop with their true labels.
         reinit_encoder: re-initialise the encoder (MedicalNet init) before training.
         definition: the exact definition (markdown) for docs/strategies.md.
-        interpretation: True when the definition is our reading of the paper, not the paper's.
+        interpretation: True when the definition is our reading (of the paper's name) or our
+            adaptation (of a published method), not the source's own algorithm.
         source: where the method comes from.
         parameters: the preset's own parameters, on top of COMMON_PARAMETERS.
         defaults: preset-specific defaults for common parameters.
+        trains: False for a method that only edits weights (no loop; the common, optimiser
+            parameters then do not apply).
+        teachers: frozen models the plan's KL steps name: ``original`` (a copy of the model
+            being unlearned) and/or ``random`` (same architecture, seeded random init).
+        surgery: further surgery before training: ``none`` or ``selective-dampening`` (SSD).
+        update_mask: ``none`` or ``saliency`` (only the most forget-salient weights change).
+        plan_builder: the preset's own plan (same signature as ``plan.build_plan``); None =
+            the composition of ``forget_target`` and ``replay_retain``.
     """
 
     name: str
@@ -83,13 +112,30 @@ class Strategy:
     source: str
     parameters: tuple[Parameter, ...] = ()
     defaults: tuple[tuple[str, Any], ...] = ()
+    trains: bool = True
+    teachers: tuple[str, ...] = ()
+    surgery: str = "none"
+    update_mask: str = "none"
+    plan_builder: PlanBuilder | None = None
 
     def __post_init__(self) -> None:
         look_up_option(self.forget_target, FORGET_TARGETS, "forget_target")
+        look_up_option(self.surgery, SURGERIES, "surgery")
+        look_up_option(self.update_mask, UPDATE_MASKS, "update_mask")
+        for teacher in self.teachers:
+            look_up_option(teacher, TEACHERS, "teachers")
+        if not self.trains:
+            if self.surgery == "none" and not self.reinit_encoder:
+                raise ValueError(f"{self.name}: a strategy that does not train must edit weights")
+            return
         if self.forget_target == "none" and not self.replay_retain:
             raise ValueError(f"{self.name}: a strategy must train on something")
+        if self.forget_target not in COMPOSED_FORGET_TARGETS and self.plan_builder is None:
+            raise ValueError(f"{self.name}: forget_target {self.forget_target!r} needs a plan")
 
     def all_parameters(self) -> tuple[Parameter, ...]:
+        if not self.trains:
+            return self.parameters
         overrides = dict(self.defaults)
         common = tuple(
             Parameter(p.name, p.type, overrides.get(p.name, p.default), p.help)

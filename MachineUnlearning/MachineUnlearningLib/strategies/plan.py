@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 
+from MachineUnlearningLib.options import look_up_option
 from MachineUnlearningLib.strategies.base import Strategy
 from MachineUnlearningLib.strategies.targets import SUBJECT_PREFIX, UNIFORM_RANDOM, WRONG_CLASS
 from MachineUnlearningLib.training import TARGETS_TRUE, Plan, Step
+
+RANDOM_LABEL_TARGETS = ("uniform-random", "wrong-class")
 
 
 def forget_step(
@@ -35,11 +39,23 @@ def forget_step(
 def build_plan(
     strategy: Strategy, forget_ids: Sequence[str], retain_ids: Sequence[str], params: dict
 ) -> Plan:
+    """The strategy's plan: its own ``plan_builder`` if it has one, else :func:`composed_plan`."""
+    builder = strategy.plan_builder or composed_plan
+    return builder(strategy, forget_ids, retain_ids, params)
+
+
+def composed_plan(
+    strategy: Strategy, forget_ids: Sequence[str], retain_ids: Sequence[str], params: dict
+) -> Plan:
     """An epoch = forget steps (unless ``none``) + retain steps (if replayed), shuffled.
 
     ``forget_weight`` and ``retain_weight`` (default 1) scale each sample's loss; LearnOthers
-    draws the retain subject whose mask a forget subject learns once per epoch.
+    draws the retain subject whose mask a forget subject learns once per epoch; a
+    ``random_labels`` parameter picks uniform-random or wrong-class relabelling.
     """
+    if strategy.forget_target in RANDOM_LABEL_TARGETS and "random_labels" in params:
+        chosen = look_up_option(params["random_labels"], RANDOM_LABEL_TARGETS, "random_labels")
+        strategy = dataclasses.replace(strategy, forget_target=chosen)
     replay = strategy.replay_retain or bool(params.get("replay_retain", False))
     forget_weight = float(params.get("forget_weight", 1.0))
     retain_weight = float(params.get("retain_weight", 1.0))

@@ -13,6 +13,12 @@ WEIGHTS = (
     Parameter("forget_weight", float, 1.0, "loss weight of forget samples"),
     Parameter("retain_weight", float, 1.0, "loss weight of retain samples"),
 )
+RANDOM_LABELS = Parameter(
+    "random_labels",
+    str,
+    "uniform-random",
+    "uniform-random (any class, the definition) or wrong-class (any class but the true one)",
+)
 
 PAPER_PRESETS: tuple[Strategy, ...] = (
     Strategy(
@@ -26,7 +32,7 @@ PAPER_PRESETS: tuple[Strategy, ...] = (
         "shuffled; cross-entropy is minimised; all parameters train.",
         interpretation=True,
         source="arXiv 2606.16180 (name only); random-label relabelling as in SalUn's RL",
-        parameters=WEIGHTS,
+        parameters=(*WEIGHTS, RANDOM_LABELS),
     ),
     Strategy(
         name="retain-label",
@@ -95,7 +101,7 @@ PAPER_PRESETS: tuple[Strategy, ...] = (
         "with i.i.d. uniform random voxel labels are shown.",
         interpretation=True,
         source="arXiv 2606.16180 (name only; the name appears to be coined by the paper)",
-        parameters=WEIGHTS[:1],
+        parameters=(*WEIGHTS[:1], RANDOM_LABELS),
     ),
 )
 

@@ -1,0 +1,77 @@
+"""Applies a strategy's declared mechanics to the model before the loop.
+
+The unlearn job calls :func:`prepare` once, on a fresh copy of the original model; the result
+carries what ``training.train`` needs beyond the plan (teachers, an ``after_step`` hook) and
+what the run must record (seeds, mask and dampening counts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from MachineUnlearningLib.data.samples import SampleSource
+from MachineUnlearningLib.model.resnet import MedicalNetSegmentation
+from MachineUnlearningLib.strategies.base import Strategy
+from MachineUnlearningLib.strategies.dampening import selective_dampening
+from MachineUnlearningLib.strategies.saliency import KeepUnmasked, saliency_mask
+from MachineUnlearningLib.strategies.surgery import reinitialise_encoder
+from MachineUnlearningLib.strategies.teachers import build_teachers
+from MachineUnlearningLib.training import StepHook
+
+
+@dataclass
+class Prepared:
+    """What :func:`prepare` hands to the loop and to the run's record."""
+
+    teachers: dict[str, torch.nn.Module] = field(default_factory=dict)
+    after_step: StepHook | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare(
+    strategy: Strategy,
+    model: MedicalNetSegmentation,
+    original: MedicalNetSegmentation,
+    source: SampleSource,
+    forget_ids: Sequence[str],
+    retain_ids: Sequence[str],
+    params: dict,
+    seed: int,
+    device: torch.device,
+    frozen_prefixes: Sequence[str] = (),
+) -> Prepared:
+    """Edit ``model`` (the student, a copy of ``original``) as ``strategy`` declares.
+
+    Order: the saliency mask is taken at the original weights, then encoder re-initialisation,
+    then selective dampening; teachers are built from ``original`` (never modified).
+    """
+    prepared = Prepared()
+    if strategy.update_mask == "saliency":
+        mask = saliency_mask(model, source, forget_ids, device, params["mask_fraction"])
+        prepared.after_step = KeepUnmasked(model, mask)
+        prepared.record["saliency_mask"] = {
+            "fraction": params["mask_fraction"],
+            "masked": int(sum(int(m.sum()) for m in mask.values())),
+            "entries": int(sum(m.numel() for m in mask.values())),
+        }
+    if strategy.reinit_encoder:
+        reinitialise_encoder(model, seed=seed)
+    if strategy.surgery == "selective-dampening":
+        prepared.record["dampening"] = selective_dampening(
+            model,
+            source,
+            forget_ids,
+            retain_ids,
+            device,
+            alpha=params["alpha"],
+            dampening=params["lambda"],
+            skip_prefixes=frozen_prefixes,
+        )
+    prepared.teachers = build_teachers(strategy.teachers, original, seed, device)
+    if "random" in strategy.teachers:
+        prepared.record["random_teacher_seed"] = seed
+    return prepared
