@@ -26,8 +26,11 @@ def test_readme_opens_with_exactly_two_runnable_commands():
 
 def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
-    steps = [line for line in ci.splitlines()
-             if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))]
+    steps = [
+        line
+        for line in ci.splitlines()
+        if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))
+    ]
     assert steps[0].split()[0] == readme_commands()[1]
 
 
@@ -35,7 +38,7 @@ def test_demo_and_test_scripts_share_one_setup():
     for script in ("demo.sh", "test.sh"):
         assert "scripts/setup_env.sh" in (REPO / "scripts" / script).read_text()
     setup = (REPO / "scripts" / "setup_env.sh").read_text()
-    assert 'torch==2.13.0' in setup
+    assert "torch==2.13.0" in setup
 
 
 def test_every_readme_number_has_its_command_next_to_it():

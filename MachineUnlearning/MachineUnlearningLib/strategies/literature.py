@@ -119,12 +119,13 @@ LITERATURE_PRESETS: tuple[Strategy, ...] = (
         "so the per-epoch balance is alpha * |retain| against (1 - alpha) * |forget| (with one "
         "forget and six retain subjects and alpha 0.9: 5.4 against 0.1); the forget "
         "subjects' CE is capped at 2 ln C and gradients are clipped, as for max-loss. Default "
-        "alpha 0.9: at the common learning rate 1e-3 a forget step then moves the weights as "
-        "far as a max-loss step (learning rate 1e-4, weight 1), while retain steps stay close "
-        "to fine-tuning.",
+        "alpha 0.9 with learning rate 1e-3 (its own default): a forget step then moves the "
+        "weights as far as a max-loss step (learning rate 1e-4, weight 1), while retain steps "
+        "stay close to fine-tuning.",
         interpretation=True,
         source=f"{SCRUB}, the NegGrad+ baseline",
         parameters=(Parameter("alpha", float, 0.9, "retain weight; forget weight is 1 - alpha"),),
+        defaults=(("learning_rate", 1e-3),),
         plan_builder=neggrad_plus_plan,
     ),
     Strategy(
