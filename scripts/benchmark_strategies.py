@@ -4,7 +4,7 @@ Usage:
     .venv/bin/python scripts/benchmark_strategies.py --cohort demo-output/cohort \\
         --checkpoint demo-output/baseline/model.pt --work benchmark-runs \\
         [--forget 070] [--epochs 50] [--eval-epochs 20 50] [--presets noisy-label ...] \\
-        [--retrain] [--json docs/benchmarks-strategies.json]
+        [--retrain | --reference-json EARLIER.json] [--json docs/benchmarks-strategies.json]
 
 Each preset runs as its own ``machine-unlearning unlearn`` subprocess (the real CLI); its wall
 time is measured here and its peak resident memory is what the worker reports in its
@@ -85,6 +85,11 @@ def main() -> None:
     parser.add_argument("--eval-epochs", type=int, nargs="+", default=[20, 50])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--retrain", action="store_true", help="also run the retrain reference")
+    parser.add_argument(
+        "--reference-json",
+        type=Path,
+        help="reuse the retrain reference of an earlier --json output",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     args = parser.parse_args()
@@ -92,7 +97,9 @@ def main() -> None:
     common = ["--cohort", args.cohort, "--forget", args.forget, "--device", args.device]
 
     reference = None
-    if args.retrain:
+    if args.reference_json:
+        reference = json.loads(args.reference_json.read_text())["reference"]
+    elif args.retrain:
         out = args.work / "retrain"
         usage = run_cli(["retrain", *common, "--output", str(out)])
         evaluated = args.work / "retrain-evaluated"
