@@ -61,3 +61,46 @@ def test_a_stored_recipe_rebuilds_the_same_recipe():
     assert rebuilt.model == recipe.model
     assert rebuilt.preprocessing == recipe.preprocessing
     assert rebuilt.training.to_dict() | {"seed": 0} == recipe.training.to_dict() | {"seed": 0}
+
+
+def test_unlearn_with_reference_auto_retrains_once_and_reports_gaps(
+    a_tiny_cohort, a_tiny_trained_model, tmp_path, monkeypatch
+):
+    import json
+
+    from MachineUnlearningLib.events import CollectingSink
+    from MachineUnlearningLib.jobs import JobSpec
+    from MachineUnlearningLib.worker import run_job
+
+    monkeypatch.setenv("MACHINE_UNLEARNING_CACHE", str(tmp_path / "cache"))
+
+    def run(name):
+        sink = CollectingSink()
+        job = JobSpec(
+            command="unlearn",
+            cohort=str(a_tiny_cohort),
+            output=str(tmp_path / name),
+            checkpoint=str(a_tiny_trained_model),
+            forget_ids=["070"],
+            epochs=1,
+            device="cpu",
+            reference="auto",
+        )
+        run_job(job, sink)
+        return sink, json.loads((tmp_path / name / "metrics.json").read_text())
+
+    first, metrics = run("first")
+    reference = metrics["reference"]
+    assert reference["model"] == "retrained"
+    assert {s["subject_id"]: s["role"] for s in reference["subjects"]}["070"] == "forget"
+    assert reference["gaps"]["avg_gap"] is not None
+    assert set(reference["gaps"]["sets"]) == {"forget", "retain", "held-out"}
+    audit = json.loads((tmp_path / "first" / "audit.json").read_text())
+    assert "retrained" in audit
+    trained = [e for e in first.of_kind("progress") if e["phase"] == "train"]
+    assert trained, "the first run retrains the reference"
+
+    second, again = run("second")
+    assert not [e for e in second.of_kind("progress") if e["phase"] == "train"]
+    assert any("reusing the retrained reference" in e["detail"] for e in second.of_kind("phase"))
+    assert again["reference"]["gaps"] == reference["gaps"]

@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         "indistinguishable from held-out subjects (needs >= 2 held-out)",
     )
 
+    unlearn.add_argument(
+        "--reference",
+        metavar="auto|PATH",
+        help="compare with the retrain-from-scratch reference: 'auto' retrains "
+        "(cached per cohort, forget set and recipe) or give its checkpoint",
+    )
+
     audit = sub.add_parser("audit", help="membership-inference audit of a model")
     _add_common(audit)
     _add_roles(audit)
@@ -204,6 +211,7 @@ def job_from_args(args: argparse.Namespace):
         cancel_file=args.cancel_file,
         requested_by=getattr(args, "requested_by", ""),
         stop_when_indistinguishable=getattr(args, "stop_when_indistinguishable", False),
+        reference=getattr(args, "reference", None),
     )
 
 

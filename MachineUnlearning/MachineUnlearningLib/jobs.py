@@ -49,6 +49,8 @@ class JobSpec:
         stop_when_indistinguishable: unlearn only: evaluate after every epoch and stop at the
             first one where every forget subject is indistinguishable from held-out subjects
             and retain Dice keeps >= 95 % of the original's (needs >= 2 held-out subjects).
+        reference: unlearn only: compare with the retrain-from-scratch reference, ``auto``
+            (retrain with the original's recipe and seed, cached) or a checkpoint path.
     """
 
     command: str
@@ -70,6 +72,7 @@ class JobSpec:
     cancel_file: str | None = None
     requested_by: str = ""
     stop_when_indistinguishable: bool = False
+    reference: str | None = None
 
     def __post_init__(self) -> None:
         self.command = look_up_option(self.command, COMMANDS, "command")

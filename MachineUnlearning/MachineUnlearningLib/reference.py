@@ -130,3 +130,52 @@ def reference_gaps(unlearned: Evaluation, reference: Evaluation) -> dict:
 
 def _gap(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else abs(a - b)
+
+
+def evaluate_reference(
+    job: JobSpec, metadata: dict, source, roles: dict, device, sink: EventSink
+) -> tuple[Evaluation, Path]:
+    """Score the reference (``job.reference``: ``auto`` or a checkpoint path) on ``roles``.
+
+    The reference must share the original model's label policy, modalities and preprocessing,
+    so that both are scored on identical inputs.
+    """
+    from MachineUnlearningLib.evaluation import evaluate_model
+    from MachineUnlearningLib.model.checkpoint import load_checkpoint
+
+    path = (
+        retrained_reference(job, metadata, sink) if job.reference == "auto" else Path(job.reference)
+    )
+    loaded = load_checkpoint(path, device=device)
+    for key in ("label_policy", "modalities", "preprocessing"):
+        if loaded.metadata.get(key) != metadata.get(key):
+            raise InvalidInputError(
+                f"reference: {path} differs from the original model in {key}.",
+                hint="Retrain the reference with the original model's recipe "
+                "('--reference auto' does this).",
+            )
+    sink.emit("phase", name="evaluate", detail=f"retrained reference {path.name}")
+    return evaluate_model(loaded.model, source, roles, device, "retrained", None), path
+
+
+def reference_section(gaps: dict, reference: Evaluation, path: Path) -> str:
+    """Markdown for the report: the reference's set Dice and the gaps to it."""
+    lines = [
+        f"Reference model: `{path}` (trained on the retain subjects only, same recipe "
+        "and seed as the original: the exact-unlearning gold standard).",
+        "",
+        "| set | Dice of the reference | Dice gap (abs) | MAE gap (abs) |",
+        "|---|---|---|---|",
+    ]
+    ref_sets = reference.sets()
+    for role, values in gaps["sets"].items():
+        dice = ref_sets.get(role, {}).get("dice")
+        lines.append(
+            f"| {role} | {_fmt(dice)} | {_fmt(values['dice_gap'])} | {_fmt(values['mae_gap'])} |"
+        )
+    lines += ["", f"Avg. Gap (mean of the set Dice gaps): {_fmt(gaps['avg_gap'])}."]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

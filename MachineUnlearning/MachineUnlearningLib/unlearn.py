@@ -26,6 +26,11 @@ from MachineUnlearningLib.files import write_json
 from MachineUnlearningLib.jobs import JobSpec
 from MachineUnlearningLib.model.checkpoint import save_checkpoint
 from MachineUnlearningLib.record import build_deletion_record, record_to_markdown, write_record
+from MachineUnlearningLib.reference import (
+    evaluate_reference,
+    reference_gaps,
+    reference_section,
+)
 from MachineUnlearningLib.strategies import get_strategy
 from MachineUnlearningLib.strategies.plan import build_plan
 from MachineUnlearningLib.strategies.preparation import prepare
@@ -109,6 +114,10 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
         loaded.model, source, role_of, device, "original", 0, keep_predictions=all_ids
     )
     emit_metrics(sink, original)
+    reference = None  # (evaluation, checkpoint path) of the retrain-from-scratch reference
+    if job.reference:
+        reference = evaluate_reference(job, meta, source, role_of, device, sink)
+        emit_metrics(sink, reference[0])
 
     model = copy.deepcopy(loaded.model)
     frozen_prefixes = DECODER_PREFIXES if job.fix_decoder else ()
@@ -232,6 +241,13 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
     metrics = metrics_document(
         policy, role_of, [original, *evaluations], summary_rows(original, evaluations)
     )
+    if reference is not None:
+        gaps = reference_gaps(evaluations[-1], reference[0])
+        metrics["reference"] = {
+            "checkpoint": str(reference[1]),
+            **reference[0].to_dict(list(policy.class_names)),
+            "gaps": gaps,
+        }
     outputs["metrics"] = str(write_json(output / "metrics.json", metrics))
     sink.emit("artifact", kind="metrics", path=outputs["metrics"])
     audits = {}
@@ -240,6 +256,8 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
             "original": privacy_audit(original, "original").to_dict(),
             "unlearned": privacy_audit(evaluations[-1], "unlearned").to_dict(),
         }
+        if reference is not None:
+            audits["retrained"] = privacy_audit(reference[0], "retrained").to_dict()
         outputs["audit"] = str(write_json(output / "audit.json", audits))
     else:
         sink.emit(
@@ -268,6 +286,14 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
     outputs["deletion_record"] = str(write_record(record, output / "deletion-record.json"))
     sink.emit("artifact", kind="deletion-record", path=outputs["deletion_record"])
     extra = [("Deletion record", record_to_markdown(record))]
+    if reference is not None:
+        extra.insert(
+            0,
+            (
+                "Retrain-from-scratch reference",
+                reference_section(metrics["reference"]["gaps"], *reference),
+            ),
+        )
     if audits:
         extra.insert(
             0,
