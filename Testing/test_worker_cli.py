@@ -274,3 +274,62 @@ def test_train_from_flags_writes_a_self_describing_checkpoint(a_tiny_trained_mod
     assert meta["modalities"] == ["FLAIR", "reg_T1", "reg_IR"]
     assert meta["subject_ids"]["trained_on"] and "070" in meta["subject_ids"]["trained_on"]
     assert meta["training_history"][0]["kind"] == "train"
+
+
+def test_stopping_rule_evaluates_every_epoch_and_stops_only_when_met(
+    a_tiny_cohort, a_tiny_trained_model, tmp_path
+):
+    output = tmp_path / "stop"
+    result = cli(
+        "unlearn",
+        "--cohort",
+        str(a_tiny_cohort),
+        "--checkpoint",
+        str(a_tiny_trained_model),
+        "--forget",
+        "070",
+        "--epochs",
+        "4",
+        "--stop-when-indistinguishable",
+        "--output",
+        str(output),
+        "--device",
+        "cpu",
+        "--events",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((output / "metrics.json").read_text())
+    epochs = [e["epoch"] for e in metrics["evaluations"] if e["model"] == "unlearned"]
+    assert epochs == list(range(1, len(epochs) + 1))
+    events = events_of(result.stdout)
+    stopped = [e for e in events if e.kind == "phase" and e["name"] == "stop"]
+    if stopped:
+        audit = json.loads((output / "audit.json").read_text())
+        assert audit["unlearned"]["overall"] == "indistinguishable"
+        assert len(epochs) < 4
+    else:
+        assert len(epochs) == 4
+        assert any(e.kind == "warning" and "never met" in e["message"] for e in events)
+
+
+def test_stopping_rule_without_held_out_subjects_is_invalid(
+    a_tiny_cohort, a_tiny_trained_model, tmp_path
+):
+    result = cli(
+        "unlearn",
+        "--cohort",
+        str(a_tiny_cohort),
+        "--checkpoint",
+        str(a_tiny_trained_model),
+        "--forget",
+        "070",
+        "--held-out",
+        "H01",
+        "--stop-when-indistinguishable",
+        "--output",
+        str(tmp_path / "o"),
+        "--device",
+        "cpu",
+    )
+    assert result.returncode == 2
+    assert "held-out" in result.stderr
