@@ -61,6 +61,8 @@ def an_unlearn_run(a_tiny_cohort, a_tiny_trained_model, tmp_path_factory):
         "12",
         "--param",
         "learning_rate=0.05",
+        "--param",
+        "random_labels=wrong-class",
         "--output",
         str(output),
         "--device",
