@@ -92,6 +92,11 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="write the raw results here")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        help="with a reference: trade-off plot (retain kept vs forget gap) here",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     common = ["--cohort", args.cohort, "--forget", args.forget, "--device", args.device]
@@ -173,8 +178,35 @@ def main() -> None:
         print(f"{preset}: {usage['seconds']} s", flush=True)
 
     print(markdown(rows, reference, args))
+    if args.plot and reference is not None:
+        trade_off_plot(rows, args.plot)
     if args.json:
         args.json.write_text(json.dumps({"reference": reference, "rows": rows}, indent=2) + "\n")
+
+
+def trade_off_plot(rows: list[dict], path: Path) -> None:
+    """Retain preservation (x) against the forget-Dice gap to the retrained model (y), one
+    point per preset at its last evaluated epoch; the ideal corner is bottom right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    last = {}
+    for row in rows:
+        last[row["preset"]] = row
+    figure, axes = plt.subplots(figsize=(7, 5))
+    for preset, row in last.items():
+        x, y = row["retain_preservation_pct"], row["dice_gap_to_retrain"]["forget"]
+        axes.scatter(x, y)
+        axes.annotate(preset, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axes.set_xlabel("retain Dice kept (% of the original model's)")
+    axes.set_ylabel("|forget Dice - retrained model's forget Dice|")
+    axes.set_title("Unlearning trade-off (ideal: bottom right)")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def markdown(rows: list[dict], reference: dict | None, args) -> str:
