@@ -252,7 +252,7 @@ def train(
     ascent_cap = config.ascent_cap if config.ascent_cap is not None else 2 * math.log(num_classes)
     history = TrainingHistory()
     started = time.monotonic()
-    total_steps = None  # known once the first epoch's plan is drawn; plans keep their length
+    total_steps = None  # estimated from the first epoch's plan (used for progress and ETA)
     for epoch in range(1, config.epochs + 1):
         steps = plan(epoch, rng)
         missing = sorted({s.teacher for s in steps if s.teacher is not None} - set(teachers))
@@ -297,6 +297,8 @@ def train(
             losses.append(value)
             history.steps += 1
             elapsed = time.monotonic() - started
+            # plans may shrink after the first epoch (SCRUB's max pass): never report < 0 left
+            total_steps = max(total_steps, history.steps)
             remaining = total_steps - history.steps
             sink.emit(
                 "progress",
