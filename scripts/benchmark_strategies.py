@@ -61,6 +61,20 @@ def run_cli(args: list[str]) -> dict:
     }
 
 
+def collect_usage(args: list[str]) -> dict:
+    """--collect: the loop seconds recorded in the run's checkpoint (no process to time)."""
+    import torch
+
+    output = Path(args[args.index("--output") + 1])
+    for name in ("unlearned.pt", "model.pt"):
+        if (output / name).exists():
+            meta = torch.load(output / name, map_location="cpu", weights_only=True)["metadata"]
+            return {"seconds": meta["training_history"][-1]["seconds"], "peak_rss_mib": None}
+    if (output / "metrics.json").exists():
+        return {"seconds": None, "peak_rss_mib": None}
+    raise SystemExit(f"--collect: no finished run in {output}")
+
+
 def set_means(metrics: dict, epoch: int) -> dict:
     return next(e["sets"] for e in metrics["evaluations"] if e["epoch"] == epoch)
 
@@ -93,6 +107,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="run nothing: tabulate the runs already in --work (wall time "
+        "then = the training loop's seconds from the checkpoint, peak RSS n/a)",
+    )
+    parser.add_argument(
         "--plot",
         type=Path,
         help="with a reference: trade-off plot (retain kept vs forget gap) here",
@@ -101,14 +121,15 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     common = ["--cohort", args.cohort, "--forget", args.forget, "--device", args.device]
 
+    runner = collect_usage if args.collect else run_cli
     reference = None
     if args.reference_json:
         reference = json.loads(args.reference_json.read_text())["reference"]
     elif args.retrain:
         out = args.work / "retrain"
-        usage = run_cli(["retrain", *common, "--output", str(out)])
+        usage = runner(["retrain", *common, "--output", str(out)])
         evaluated = args.work / "retrain-evaluated"
-        run_cli(
+        runner(
             [
                 "evaluate",
                 "--cohort",
@@ -132,7 +153,7 @@ def main() -> None:
         strategy, _, modifier = preset.partition("+")
         out = args.work / preset
         extra = ["--fix-decoder"] if modifier == "fix-decoder" else []
-        usage = run_cli(
+        usage = runner(
             [
                 "unlearn",
                 *common,
@@ -173,7 +194,11 @@ def main() -> None:
                 }
                 row["dice_gap_to_retrain"] = gaps
                 row["avg_gap"] = sum(gaps.values()) / len(gaps)
-                row["rte"] = reference["seconds"] / usage["seconds"]
+                row["rte"] = (
+                    reference["seconds"] / usage["seconds"]
+                    if reference["seconds"] and usage["seconds"]
+                    else None
+                )
             rows.append(row)
         print(f"{preset}: {usage['seconds']} s", flush=True)
 
