@@ -113,3 +113,33 @@ def a_tiny_trained_model(a_tiny_cohort, tmp_path_factory) -> Path:
     )
     run_job(job, CollectingSink())
     return output / "model.pt"
+
+
+TINY_SOURCE_IDS = ("1", "4", "070")
+
+
+@pytest.fixture(scope="session")
+def a_tiny_source(a_tiny_cohort):
+    """Three phantom subjects prepared at 16 x 32 x 32 (mrbrains3), for loop-level tests."""
+    from MachineUnlearningLib.data.cohort import DEFAULT_MODALITIES, discover_cohort
+    from MachineUnlearningLib.data.labels import get_label_policy
+    from MachineUnlearningLib.data.preprocessing import Preprocessing
+    from MachineUnlearningLib.data.samples import SampleSource
+
+    subjects = [s for s in discover_cohort(a_tiny_cohort) if s.subject_id in TINY_SOURCE_IDS]
+    return SampleSource(
+        subjects,
+        DEFAULT_MODALITIES,
+        get_label_policy("mrbrains3"),
+        Preprocessing(input_size=(16, 32, 32)),
+    )
+
+
+def a_tiny_model(seed: int = 0):
+    """A seeded ResNet-10 at base width 4 for 3 channels and 4 classes."""
+    from MachineUnlearningLib.model.resnet import MedicalNetSegmentation, ModelConfig
+
+    config = ModelConfig(
+        depth=10, shortcut_type="B", num_classes=4, in_channels=3, base_width=4, head_channels=8
+    )
+    return MedicalNetSegmentation(config, generator=torch.Generator().manual_seed(seed))

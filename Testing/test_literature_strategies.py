@@ -11,16 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from MachineUnlearningLib.data.cohort import DEFAULT_MODALITIES, discover_cohort
-from MachineUnlearningLib.data.labels import IGNORE_INDEX, get_label_policy
-from MachineUnlearningLib.data.preprocessing import Preprocessing
-from MachineUnlearningLib.data.samples import SampleSource
+from conftest import TINY_SOURCE_IDS, a_tiny_model
+from MachineUnlearningLib.data.labels import IGNORE_INDEX
 from MachineUnlearningLib.errors import InvalidInputError
 from MachineUnlearningLib.events import CollectingSink
 from MachineUnlearningLib.jobs import JobSpec
 from MachineUnlearningLib.losses import voxel_kl
 from MachineUnlearningLib.model.checkpoint import load_checkpoint
-from MachineUnlearningLib.model.resnet import MedicalNetSegmentation, ModelConfig
 from MachineUnlearningLib.strategies import STRATEGIES, get_strategy
 from MachineUnlearningLib.strategies.base import Strategy
 from MachineUnlearningLib.strategies.dampening import dampen_, importances, selective_dampening
@@ -33,26 +30,8 @@ from MachineUnlearningLib.worker import run_job
 
 LITERATURE = ["finetune", "neggrad-plus", "salun", "scrub", "bad-teacher", "ssd"]
 FORGET, RETAIN = ["070"], ["1", "4", "5", "7", "14", "148"]
-IDS = ["1", "4", "070"]
+IDS = list(TINY_SOURCE_IDS)
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def a_source(a_tiny_cohort):
-    subjects = [s for s in discover_cohort(a_tiny_cohort) if s.subject_id in IDS]
-    return SampleSource(
-        subjects,
-        DEFAULT_MODALITIES,
-        get_label_policy("mrbrains3"),
-        Preprocessing(input_size=(16, 32, 32)),
-    )
-
-
-def a_model(seed=0):
-    config = ModelConfig(
-        depth=10, shortcut_type="B", num_classes=4, in_channels=3, base_width=4, head_channels=8
-    )
-    return MedicalNetSegmentation(config, generator=torch.Generator().manual_seed(seed))
 
 
 def a_config(**changes):
@@ -74,7 +53,7 @@ def a_plan(name, **params):
 # --- registry ---------------------------------------------------------------------------------
 
 
-def test_literature_presets_are_registered_after_the_paper_presets_with_a_source():
+def test_literature_presets_are_registered_after_the_paper_presets_with_a_tiny_source():
     names = list(STRATEGIES)
     assert names.index("finetune") > names.index("learn-noise")
     assert names[-len(LITERATURE) :] == LITERATURE
@@ -222,12 +201,12 @@ def test_a_kl_step_needs_a_teacher_and_a_task_step_refuses_one():
         Step("1", loss="kl-to-teacher", teacher="original")
 
 
-def test_training_leaves_the_teachers_unchanged_and_pulls_the_student_toward_them(a_source):
-    student = a_model(seed=1)
-    teachers = {"original": a_model(seed=0).train(), "random": a_model(seed=2).train()}
+def test_training_leaves_the_teachers_unchanged_and_pulls_the_student_toward_them(a_tiny_source):
+    student = a_tiny_model(seed=1)
+    teachers = {"original": a_tiny_model(seed=0).train(), "random": a_tiny_model(seed=2).train()}
     before = {name: snapshot(t) for name, t in teachers.items()}
     reference = copy.deepcopy(teachers["original"]).eval()
-    sample = a_source.sample("1")
+    sample = a_tiny_source.sample("1")
 
     def kl_to_original():
         student.eval()
@@ -244,7 +223,9 @@ def test_training_leaves_the_teachers_unchanged_and_pulls_the_student_toward_the
             Step("4", loss="task+kl", teacher="original"),
         ]
 
-    train(student, a_source, plan, a_config(epochs=3), CPU, CollectingSink(), teachers=teachers)
+    train(
+        student, a_tiny_source, plan, a_config(epochs=3), CPU, CollectingSink(), teachers=teachers
+    )
     for name, teacher in teachers.items():
         after = teacher.state_dict()
         assert all(torch.equal(before[name][k], after[k]) for k in after), name
@@ -253,7 +234,7 @@ def test_training_leaves_the_teachers_unchanged_and_pulls_the_student_toward_the
 
 
 def test_the_random_teacher_is_seeded_and_differs_from_the_original():
-    original = a_model(seed=0)
+    original = a_tiny_model(seed=0)
     first = build_teachers(("random",), original, seed=3, device=CPU)["random"]
     again = build_teachers(("random",), original, seed=3, device=CPU)["random"]
     assert torch.equal(first.conv1.weight, again.conv1.weight)
@@ -261,12 +242,12 @@ def test_the_random_teacher_is_seeded_and_differs_from_the_original():
     assert all(not p.requires_grad for p in first.parameters())
 
 
-def test_a_plan_naming_an_absent_teacher_is_refused(a_source):
+def test_a_plan_naming_an_absent_teacher_is_refused(a_tiny_source):
     def plan(epoch, rng):
         return [Step("1", loss="kl", teacher="original")]
 
     with pytest.raises(InvalidInputError, match="teacher"):
-        train(a_model(), a_source, plan, a_config(), CPU, CollectingSink())
+        train(a_tiny_model(), a_tiny_source, plan, a_config(), CPU, CollectingSink())
 
 
 # --- SalUn: saliency mask ---------------------------------------------------------------------
@@ -288,20 +269,20 @@ def test_a_mask_fraction_outside_zero_one_is_refused():
         top_fraction_mask({"a": torch.rand(3)}, 1.5)
 
 
-def test_the_saliency_pass_leaves_the_model_unchanged(a_source):
-    model = a_model()
+def test_the_saliency_pass_leaves_the_model_unchanged(a_tiny_source):
+    model = a_tiny_model()
     model.train()
     before = snapshot(model)
-    mask = saliency_mask(model, a_source, ["070"], CPU, 0.25)
+    mask = saliency_mask(model, a_tiny_source, ["070"], CPU, 0.25)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.training and all(p.grad is None for p in model.parameters())
     total = sum(m.numel() for m in mask.values())
     assert sum(int(m.sum()) for m in mask.values()) == round(0.25 * total)
 
 
-def test_salun_training_changes_masked_weights_only(a_source):
-    model = a_model()
-    mask = saliency_mask(model, a_source, ["070"], CPU, 0.3)
+def test_salun_training_changes_masked_weights_only(a_tiny_source):
+    model = a_tiny_model()
+    mask = saliency_mask(model, a_tiny_source, ["070"], CPU, 0.3)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
 
     def plan(epoch, rng):
@@ -309,7 +290,7 @@ def test_salun_training_changes_masked_weights_only(a_source):
 
     train(
         model,
-        a_source,
+        a_tiny_source,
         plan,
         a_config(),
         CPU,
@@ -332,7 +313,7 @@ def test_salun_training_changes_masked_weights_only(a_source):
     ids=["dampened-by-lambda-ratio", "factor-capped-at-one"],
 )
 def test_dampening_scales_exactly_the_selected_entries(alpha, dampening, factor, count):
-    model = a_model()
+    model = a_tiny_model()
     before = snapshot(model)
     importance_all = {n: torch.ones_like(p) for n, p in model.named_parameters()}
     importance_forget = {n: torch.full_like(p, 0.25) for n, p in model.named_parameters()}
@@ -356,7 +337,7 @@ def test_dampening_scales_exactly_the_selected_entries(alpha, dampening, factor,
 
 
 def test_dampening_skips_a_frozen_decoder():
-    model = a_model()
+    model = a_tiny_model()
     before = snapshot(model)
     ones = {n: torch.ones_like(p) for n, p in model.named_parameters()}
     fours = {n: torch.full_like(p, 4.0) for n, p in model.named_parameters()}
@@ -365,10 +346,10 @@ def test_dampening_skips_a_frozen_decoder():
     assert torch.equal(model.conv1.weight, before["conv1.weight"] * 0.25)
 
 
-def test_importances_are_mean_squared_subject_gradients(a_source):
-    model = a_model()
-    grads = dict(subject_gradients(model, a_source, ["1", "4", "070"], CPU))
-    all_, forget = importances(model, a_source, ["070"], ["1", "4"], CPU)
+def test_importances_are_mean_squared_subject_gradients(a_tiny_source):
+    model = a_tiny_model()
+    grads = dict(subject_gradients(model, a_tiny_source, ["1", "4", "070"], CPU))
+    all_, forget = importances(model, a_tiny_source, ["070"], ["1", "4"], CPU)
     name = "layer1.0.conv1.weight"
     expected_all = sum(grads[i][name].square() for i in ("1", "4", "070")) / 3
     assert torch.allclose(all_[name], expected_all, rtol=1e-6, atol=0)
@@ -376,9 +357,9 @@ def test_importances_are_mean_squared_subject_gradients(a_source):
     assert forget[name].abs().sum() > 0
 
 
-def test_an_alpha_that_can_select_nothing_is_refused(a_source):
+def test_an_alpha_that_can_select_nothing_is_refused(a_tiny_source):
     with pytest.raises(InvalidInputError, match="alpha") as error:
-        selective_dampening(a_model(), a_source, ["070"], ["1", "4"], CPU, 3.0, 1.0)
+        selective_dampening(a_tiny_model(), a_tiny_source, ["070"], ["1", "4"], CPU, 3.0, 1.0)
     assert "alpha < 3" in error.value.hint
 
 

@@ -6,35 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from MachineUnlearningLib.data.cohort import DEFAULT_MODALITIES, discover_cohort
-from MachineUnlearningLib.data.labels import get_label_policy
-from MachineUnlearningLib.data.preprocessing import Preprocessing
-from MachineUnlearningLib.data.samples import SampleSource
+from conftest import TINY_SOURCE_IDS, a_tiny_model
 from MachineUnlearningLib.errors import CancelledError, TrainingDivergedError
 from MachineUnlearningLib.events import CollectingSink
-from MachineUnlearningLib.model.resnet import MedicalNetSegmentation, ModelConfig
 from MachineUnlearningLib.training import Step, TrainingConfig, train
 
-IDS = ["1", "4", "070"]
+IDS = list(TINY_SOURCE_IDS)
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def a_source(a_tiny_cohort):
-    subjects = [s for s in discover_cohort(a_tiny_cohort) if s.subject_id in IDS]
-    return SampleSource(
-        subjects,
-        DEFAULT_MODALITIES,
-        get_label_policy("mrbrains3"),
-        Preprocessing(input_size=(16, 32, 32)),
-    )
-
-
-def a_model(seed=0):
-    config = ModelConfig(
-        depth=10, shortcut_type="B", num_classes=4, in_channels=3, base_width=4, head_channels=8
-    )
-    return MedicalNetSegmentation(config, generator=torch.Generator().manual_seed(seed))
 
 
 def every_subject(epoch, rng):
@@ -53,30 +31,32 @@ def config(**changes):
     return TrainingConfig(**{**base, **changes})
 
 
-def test_same_seed_gives_bit_identical_weights(a_source):
-    first, second = a_model(), a_model()
-    train(first, a_source, every_subject, config(), CPU, CollectingSink())
-    train(second, a_source, every_subject, config(), CPU, CollectingSink())
+def test_same_seed_gives_bit_identical_weights(a_tiny_source):
+    first, second = a_tiny_model(), a_tiny_model()
+    train(first, a_tiny_source, every_subject, config(), CPU, CollectingSink())
+    train(second, a_tiny_source, every_subject, config(), CPU, CollectingSink())
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 
-def test_loss_falls_over_training(a_source):
-    history = train(a_model(), a_source, every_subject, config(epochs=8), CPU, CollectingSink())
+def test_loss_falls_over_training(a_tiny_source):
+    history = train(
+        a_tiny_model(), a_tiny_source, every_subject, config(epochs=8), CPU, CollectingSink()
+    )
     losses = [e["loss"] for e in history.epochs]
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_every_step_reports_progress_with_eta(a_source):
+def test_every_step_reports_progress_with_eta(a_tiny_source):
     sink = CollectingSink()
-    train(a_model(), a_source, every_subject, config(epochs=2), CPU, sink)
+    train(a_tiny_model(), a_tiny_source, every_subject, config(epochs=2), CPU, sink)
     progress = sink.of_kind("progress")
     assert [e["step"] for e in progress] == list(range(1, 7))
     assert all(e["steps"] == 6 and e["eta_s"] >= 0 for e in progress)
     assert progress[-1]["eta_s"] == 0
 
 
-def test_cancel_file_stops_before_the_next_step(a_source, tmp_path):
+def test_cancel_file_stops_before_the_next_step(a_tiny_source, tmp_path):
     cancel = tmp_path / "CANCEL"
     sink = CollectingSink()
 
@@ -86,8 +66,8 @@ def test_cancel_file_stops_before_the_next_step(a_source, tmp_path):
 
     with pytest.raises(CancelledError, match="epoch 2, step 1"):
         train(
-            a_model(),
-            a_source,
+            a_tiny_model(),
+            a_tiny_source,
             every_subject,
             config(),
             CPU,
@@ -98,20 +78,20 @@ def test_cancel_file_stops_before_the_next_step(a_source, tmp_path):
     assert len(sink.of_kind("progress")) == 3
 
 
-def test_non_finite_loss_stops_with_a_clear_error(a_source):
-    model = a_model()
+def test_non_finite_loss_stops_with_a_clear_error(a_tiny_source):
+    model = a_tiny_model()
     with torch.no_grad():
         model.conv_seg[6].weight.fill_(float("nan"))
     with pytest.raises(TrainingDivergedError, match="loss became nan"):
-        train(model, a_source, every_subject, config(), CPU, CollectingSink())
+        train(model, a_tiny_source, every_subject, config(), CPU, CollectingSink())
 
 
-def test_frozen_parameters_and_their_batchnorm_statistics_stay_bit_identical(a_source):
-    model = a_model()
+def test_frozen_parameters_and_their_batchnorm_statistics_stay_bit_identical(a_tiny_source):
+    model = a_tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     train(
         model,
-        a_source,
+        a_tiny_source,
         every_subject,
         config(),
         CPU,
@@ -125,11 +105,11 @@ def test_frozen_parameters_and_their_batchnorm_statistics_stay_bit_identical(a_s
     assert any(not torch.equal(before[k], after[k]) for k in encoder)
 
 
-def test_gradient_ascent_stays_finite_and_bounded(a_source):
+def test_gradient_ascent_stays_finite_and_bounded(a_tiny_source):
     ascent = lambda epoch, rng: [Step("070", weight=-1.0)]  # noqa: E731
     history = train(
-        a_model(),
-        a_source,
+        a_tiny_model(),
+        a_tiny_source,
         ascent,
         config(epochs=6, learning_rate=0.5, optimizer="sgd", grad_clip_norm=1.0),
         CPU,
