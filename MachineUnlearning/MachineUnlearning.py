@@ -101,7 +101,10 @@ class MachineUnlearningParameterNode:
     strategy - unlearning preset; validated against the engine's registry when a run starts
         (the list can grow, so it is not a fixed Choice here).
     fixDecoder - freeze the decoder during unlearning.
-    epochs, learningRate - unlearning schedule.
+    epochs, learningRate - unlearning schedule; 0 = the preset's own default (shown as
+        "preset default"; e.g. 50 epochs and lr 1e-2 for noisy-label, 1 epoch for bad-teacher).
+    stopWhenIndistinguishable - audit after every epoch and stop once the forget subjects are
+        indistinguishable from the held-out subjects (needs >= 2 held-out subjects).
     device - "auto", "cpu" or "cuda:N".
     subjectRoles - table of subject / group / role (forget, retain, held-out).
     resultsTable - metrics of the last unlearning run.
@@ -113,8 +116,9 @@ class MachineUnlearningParameterNode:
     output: Path
     strategy: str = "noisy-label"
     fixDecoder: bool = False
-    epochs: Annotated[int, WithinRange(1, 1000)] = 50
-    learningRate: Annotated[float, WithinRange(0.00001, 1.0)] = 0.001
+    epochs: Annotated[int, WithinRange(0, 1000)] = 0
+    learningRate: Annotated[float, WithinRange(0.0, 1.0)] = 0.0
+    stopWhenIndistinguishable: bool = False
     device: str = "auto"
     subjectRoles: vtkMRMLTableNode
     resultsTable: vtkMRMLTableNode
@@ -733,6 +737,11 @@ class MachineUnlearningLogic(ScriptedLoadableModuleLogic):
             return str(error)
         if "forget" not in roles.values():
             return _("Mark at least one subject as 'forget' in the Cases table.")
+        if pn.stopWhenIndistinguishable and list(roles.values()).count("held-out") < 2:
+            return _(
+                "The stopping rule compares with never-seen subjects: mark at least two "
+                "subjects as 'held-out', or switch the rule off."
+            )
         return ""
 
     def newRunFolder(self, pn, label: str) -> Path:
@@ -767,8 +776,9 @@ class MachineUnlearningLogic(ScriptedLoadableModuleLogic):
             held_out_ids=heldOut or None,
             strategy=pn.strategy,
             fix_decoder=pn.fixDecoder,
-            epochs=pn.epochs,
-            learning_rate=pn.learningRate,
+            epochs=pn.epochs or None,  # 0 = the preset's default
+            learning_rate=pn.learningRate or None,
+            stop_when_indistinguishable=pn.stopWhenIndistinguishable,
             device=pn.device,
             config=dict(config or {}),
         )

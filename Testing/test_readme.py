@@ -45,3 +45,27 @@ def test_every_readme_number_has_its_command_next_to_it():
     text = (REPO / "README.md").read_text(encoding="utf-8")
     for section in re.findall(r"## Measured.*?(?=\n## |\Z)", text, re.S):
         assert "scripts/" in section or "machine-unlearning" in section
+
+
+def tutorial_invocations() -> list[list[str]]:
+    """Each ``machine-unlearning`` call of the README's terminal tutorial, as argv words
+    (continuation lines joined, comments dropped)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    tutorial = text[text.index("## Tutorial (terminal)") :]
+    block = re.search(r"```bash\n(.*?)```", tutorial, re.S).group(1)
+    joined = re.sub(r"\\\n", " ", block)
+    calls = []
+    for line in joined.splitlines():
+        words = line.split("#")[0].split()
+        if words[:1] == ["machine-unlearning"]:
+            calls.append(words[1:])
+    return calls
+
+
+def test_every_tutorial_command_parses_with_the_real_cli():
+    from MachineUnlearningLib.cli import build_parser
+
+    calls = tutorial_invocations()
+    assert len(calls) >= 6
+    for argv in calls:
+        build_parser().parse_args(argv)  # an unknown flag or command exits with status 2

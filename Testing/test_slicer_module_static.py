@@ -91,6 +91,26 @@ def ui_widget_names() -> dict[str, str]:
     return {w.get("name"): w.get("class") for w in root.iter("widget")}
 
 
+def ui_widget(name: str) -> ElementTree.Element:
+    root = ElementTree.parse(UI_FILE).getroot()
+    found = [w for w in root.iter("widget") if w.get("name") == name]
+    assert len(found) == 1, f"{name}: {len(found)} widgets in the .ui"
+    return found[0]
+
+
+def parameter_node_defaults() -> dict[str, object]:
+    """Field name -> literal default of the parameter node (fields without one are left out)."""
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == f"{MODULE_NAME}ParameterNode":
+            return {
+                s.target.id: ast.literal_eval(s.value)
+                for s in node.body
+                if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name) and s.value
+            }
+    pytest.fail(f"no class {MODULE_NAME}ParameterNode in {MODULE_FILE.name}")
+
+
 def ui_names_used_in_code() -> set[str]:
     """Every ``self.ui.<name>`` in MachineUnlearning.py."""
     tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
@@ -331,4 +351,20 @@ def test_the_parameter_node_has_the_fields_the_module_needs():
     fields = parameter_node_fields()
     expected = {"checkpoint", "cohort", "output", "strategy", "fixDecoder", "epochs"}
     expected |= {"learningRate", "device", "subjectRoles", "resultsTable"}
+    expected |= {"stopWhenIndistinguishable"}
     assert expected <= fields, f"missing: {sorted(expected - fields)}"
+
+
+@pytest.mark.parametrize(
+    ("widget", "parameter"), [("epochsSpinBox", "epochs"), ("learningRateSpinBox", "learningRate")]
+)
+def test_schedule_spin_boxes_default_to_the_presets_own_values(widget, parameter):
+    # a fixed GUI value would override per-preset defaults (bad-teacher's 1 epoch, max-loss's
+    # lr 1e-4); 0 is shown as "preset default" and sent as None
+    element = ui_widget(widget)
+    properties = {p.get("name"): p for p in element.findall("property")}
+    assert properties["specialValueText"].find("string").text == "preset default"
+    minimum = properties["minimum"][0].text
+    value = properties["value"][0].text
+    assert float(minimum) == 0.0 and float(value) == 0.0
+    assert parameter_node_defaults()[parameter] == 0

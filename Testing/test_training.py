@@ -105,6 +105,22 @@ def test_frozen_parameters_and_their_batchnorm_statistics_stay_bit_identical(a_t
     assert any(not torch.equal(before[k], after[k]) for k in encoder)
 
 
+@pytest.mark.parametrize("batchnorm", ["train", "frozen"])
+def test_frozen_batchnorm_keeps_every_running_statistic_while_weights_train(
+    a_tiny_source, batchnorm
+):
+    model = a_tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, a_tiny_source, every_subject, config(batchnorm=batchnorm), CPU, CollectingSink())
+    after = model.state_dict()
+    statistics = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    weights = [k for k in before if k.endswith("conv1.weight")]
+    assert statistics and weights
+    unchanged = [k for k in statistics if torch.equal(before[k], after[k])]
+    assert unchanged == (statistics if batchnorm == "frozen" else [])
+    assert all(not torch.equal(before[k], after[k]) for k in weights)
+
+
 def test_gradient_ascent_stays_finite_and_bounded(a_tiny_source):
     ascent = lambda epoch, rng: [Step("070", weight=-1.0)]  # noqa: E731
     history = train(

@@ -337,3 +337,26 @@ def test_stopping_rule_without_held_out_subjects_is_invalid(
     )
     assert result.returncode == 2
     assert "held-out" in result.stderr
+
+
+@pytest.mark.parametrize("tolerance", ["-0.1", "1", "nan"])
+def test_a_stop_retain_tolerance_outside_0_to_1_is_refused(
+    a_tiny_cohort, a_tiny_trained_model, tmp_path, tolerance
+):
+    result = cli(
+        "unlearn",
+        "--cohort",
+        str(a_tiny_cohort),
+        "--checkpoint",
+        str(a_tiny_trained_model),
+        "--forget",
+        "070",
+        "--stop-when-indistinguishable",
+        "--stop-retain-tolerance",
+        tolerance,
+        "--output",
+        str(tmp_path / "o"),
+    )
+    assert result.returncode == 2
+    assert "stop_retain_tolerance" in result.stderr
+    assert not (tmp_path / "o").exists()

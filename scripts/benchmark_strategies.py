@@ -4,7 +4,13 @@ Usage:
     .venv/bin/python scripts/benchmark_strategies.py --cohort demo-output/cohort \\
         --checkpoint demo-output/baseline/model.pt --work benchmark-runs \\
         [--forget 070] [--epochs 50] [--eval-epochs 20 50] [--presets noisy-label ...] \\
-        [--retrain | --reference-json EARLIER.json] [--json docs/benchmarks-strategies.json]
+        [--variant "NAME=STRATEGY [unlearn options]" ...] \\
+        [--retrain | --reference-json EARLIER.json] [--json docs/benchmarks-strategies.json] \\
+        [--plot docs/benchmarks-tradeoff.png [--plot-with OTHER.json ...]]
+
+A preset ``NAME+fix-decoder`` adds ``--fix-decoder``; a ``--variant`` row runs STRATEGY with
+the given ``machine-unlearning unlearn`` options after the defaults (so ``--epochs`` there
+wins), e.g. ``--variant "ngp-tuned=neggrad-plus --param alpha=0.7 --epochs 15"``.
 
 Each preset runs as its own ``machine-unlearning unlearn`` subprocess (the real CLI); its wall
 time is measured here and its peak resident memory is what the worker reports in its
@@ -19,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from MachineUnlearningLib.strategies.literature import LITERATURE_PRESETS
 from MachineUnlearningLib.strategies.presets import PAPER_PRESETS
 
 # the paper's presets from the registry, plus the fix-decoder modifier on noisy-label
@@ -92,7 +100,14 @@ def main() -> None:
     parser.add_argument("--forget", default="070")
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--eval-epochs", type=int, nargs="+", default=[20, 50])
-    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--presets", nargs="*", default=list(PRESETS))
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=STRATEGY [OPTIONS]",
+        help="a tuned row: NAME is its label, OPTIONS are unlearn options (repeatable)",
+    )
     parser.add_argument("--retrain", action="store_true", help="also run the retrain reference")
     parser.add_argument(
         "--reference-json",
@@ -111,6 +126,13 @@ def main() -> None:
         "--plot",
         type=Path,
         help="with a reference: trade-off plot (retain kept vs forget gap) here",
+    )
+    parser.add_argument(
+        "--plot-with",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="also plot the rows of these earlier --json outputs",
     )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -144,10 +166,8 @@ def main() -> None:
         print(f"retrain: {usage['seconds']} s, sets {reference['sets']}", flush=True)
 
     rows = []
-    for preset in args.presets:
-        strategy, _, modifier = preset.partition("+")
+    for preset, strategy, extra in runs_to_make(args.presets, args.variant):
         out = args.work / preset
-        extra = ["--fix-decoder"] if modifier == "fix-decoder" else []
         usage = runner(
             [
                 "unlearn",
@@ -156,11 +176,11 @@ def main() -> None:
                 args.checkpoint,
                 "--strategy",
                 strategy,
-                *extra,
                 "--epochs",
                 str(args.epochs),
                 "--eval-epochs",
                 *map(str, args.eval_epochs),
+                *extra,
                 "--output",
                 str(out),
             ]
@@ -170,6 +190,7 @@ def main() -> None:
             json.loads((out / "audit.json").read_text()) if (out / "audit.json").exists() else None
         )
         before = set_means(metrics, 0)
+        last_epoch = max(summary["epoch"] for summary in metrics["summary"])
         for summary in metrics["summary"]:
             after = set_means(metrics, summary["epoch"])
             row = {
@@ -179,7 +200,10 @@ def main() -> None:
                 "after": after,
                 **summary,
                 **usage,
-                "audit": audit["unlearned"]["overall"] if audit else None,
+                # the audit judges the final model only; earlier epochs have no verdict
+                "audit": audit["unlearned"]["overall"]
+                if audit and summary["epoch"] == last_epoch
+                else None,
             }
             if reference is not None:
                 gaps = {
@@ -199,31 +223,95 @@ def main() -> None:
 
     print(markdown(rows, reference, args))
     if args.plot and reference is not None:
-        trade_off_plot(rows, args.plot)
+        earlier = [row for f in args.plot_with for row in json.loads(f.read_text())["rows"]]
+        trade_off_plot(earlier + rows, args.plot, reference["sets"]["forget"]["dice"])
     if args.json:
         args.json.write_text(json.dumps({"reference": reference, "rows": rows}, indent=2) + "\n")
 
 
-def trade_off_plot(rows: list[dict], path: Path) -> None:
+def runs_to_make(presets: list[str], variants: list[str]) -> list[tuple[str, str, list[str]]]:
+    """(row label, strategy, extra unlearn options) for every preset and ``--variant``."""
+    runs = []
+    for preset in presets:
+        strategy, _, modifier = preset.partition("+")
+        runs.append((preset, strategy, ["--fix-decoder"] if modifier == "fix-decoder" else []))
+    for variant in variants:
+        label, _, spec = variant.partition("=")
+        words = shlex.split(spec)
+        if not label or not words:
+            raise SystemExit(f"--variant {variant!r}: expected NAME=STRATEGY [OPTIONS]")
+        runs.append((label, words[0], words[1:]))
+    return runs
+
+
+ZOOM_X, ZOOM_Y = (92.0, 101.5), (0.0, 0.08)  # the "close to retraining" corner
+
+
+def trade_off_plot(rows: list[dict], path: Path, reference_forget_dice: float) -> None:
     """Retain preservation (x) against the forget-Dice gap to the retrained model (y), one
-    point per preset at its last evaluated epoch; the ideal corner is bottom right."""
+    point per row label at its last evaluated epoch; the ideal corner is bottom right. Marker
+    by family: the paper's presets, literature methods, tuned ``--variant`` rows."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    paper = {p.name for p in PAPER_PRESETS}
+    literature = {p.name for p in LITERATURE_PRESETS}
+    styles = {
+        "paper preset": ("o", "tab:blue"),
+        "literature method": ("s", "tab:orange"),
+        "tuned (--variant)": ("*", "tab:green"),
+    }
     last = {}
     for row in rows:
-        last[row["preset"]] = row
-    figure, axes = plt.subplots(figsize=(7, 5))
+        if row.get("dice_gap_to_retrain"):
+            last[row["preset"]] = row
+    points = []
     for preset, row in last.items():
+        base = preset.partition("+")[0]
+        family = (
+            "paper preset"
+            if base in paper
+            else "literature method"
+            if base in literature
+            else "tuned (--variant)"
+        )
         x, y = row["retain_preservation_pct"], row["dice_gap_to_retrain"]["forget"]
-        axes.scatter(x, y)
-        axes.annotate(preset, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    axes.set_xlabel("retain Dice kept (% of the original model's)")
-    axes.set_ylabel("|forget Dice - retrained model's forget Dice|")
-    axes.set_title("Unlearning trade-off (ideal: bottom right)")
-    axes.grid(alpha=0.3)
+        points.append((f"{preset} ({row['epoch']} ep)", family, x, y))
+    first = next(iter(last.values()), None)
+    figure, panels = plt.subplots(1, 2, figsize=(13, 5.5))
+    for panel, zoom in zip(panels, (False, True), strict=True):
+        seen = set()
+        shown = [p for p in points if not zoom or (p[2] >= ZOOM_X[0] and p[3] <= ZOOM_Y[1])]
+        for index, (label, family, x, y) in enumerate(sorted(shown, key=lambda p: p[3])):
+            marker, colour = styles[family]
+            panel.scatter(
+                x, y, marker=marker, color=colour, s=60, label=None if family in seen else family
+            )
+            seen.add(family)
+            offset = (4, 4) if not zoom else (6, -10 + 7 * (index % 4))
+            panel.annotate(label, (x, y), textcoords="offset points", xytext=offset, fontsize=7)
+        if first is not None:
+            # the original model itself: nothing unlearned, 100 % retain Dice kept
+            original_gap = abs(first["before"]["forget"]["dice"] - reference_forget_dice)
+            panel.scatter(100, original_gap, marker="x", color="black", s=60)
+            panel.annotate(
+                "original model",
+                (100, original_gap),
+                textcoords="offset points",
+                xytext=(-60, -12),
+                fontsize=7,
+            )
+        panel.set_xlabel("retain Dice kept (% of the original model's)")
+        panel.set_ylabel("|forget Dice - retrained model's forget Dice|")
+        panel.grid(alpha=0.3)
+        panel.legend(loc="upper left", fontsize=8)
+        if zoom:
+            panel.set_xlim(*ZOOM_X)
+            panel.set_ylim(*ZOOM_Y)
+    panels[0].set_title("Unlearning trade-off (ideal: bottom right)")
+    panels[1].set_title("Zoom on the bottom-right corner")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -114,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate every epoch; stop once the forget subjects are "
         "indistinguishable from held-out subjects (needs >= 2 held-out)",
     )
+    unlearn.add_argument(
+        "--stop-retain-tolerance",
+        type=float,
+        default=0.05,
+        metavar="FRACTION",
+        help="with --stop-when-indistinguishable: stop only while retain Dice keeps >= "
+        "(1 - FRACTION) of the original's (0.05)",
+    )
 
     unlearn.add_argument(
         "--reference",
@@ -211,6 +219,7 @@ def job_from_args(args: argparse.Namespace):
         cancel_file=args.cancel_file,
         requested_by=getattr(args, "requested_by", ""),
         stop_when_indistinguishable=getattr(args, "stop_when_indistinguishable", False),
+        stop_retain_tolerance=getattr(args, "stop_retain_tolerance", 0.05),
         reference=getattr(args, "reference", None),
     )
 

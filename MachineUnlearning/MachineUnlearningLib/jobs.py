@@ -48,7 +48,10 @@ class JobSpec:
         requested_by: free text for the deletion record (who asked; never read from data).
         stop_when_indistinguishable: unlearn only: evaluate after every epoch and stop at the
             first one where every forget subject is indistinguishable from held-out subjects
-            and retain Dice keeps >= 95 % of the original's (needs >= 2 held-out subjects).
+            and retain Dice keeps >= (1 - stop_retain_tolerance) of the original's (needs >= 2
+            held-out subjects).
+        stop_retain_tolerance: the fraction of the original's retain Dice the stopping rule
+            lets unlearning give up (0.05 = stop only while retain Dice keeps >= 95 %).
         reference: unlearn only: compare with the retrain-from-scratch reference, ``auto``
             (retrain with the original's recipe and seed, cached) or a checkpoint path.
     """
@@ -72,6 +75,7 @@ class JobSpec:
     cancel_file: str | None = None
     requested_by: str = ""
     stop_when_indistinguishable: bool = False
+    stop_retain_tolerance: float = 0.05
     reference: str | None = None
 
     def __post_init__(self) -> None:
@@ -108,6 +112,14 @@ class JobSpec:
         if self.learning_rate is not None and not (self.learning_rate > 0):
             raise InvalidInputError(
                 f"learning_rate: must be > 0, got {self.learning_rate!r}.", hint="e.g. 0.001"
+            )
+        if not (
+            isinstance(self.stop_retain_tolerance, (int, float))
+            and 0.0 <= self.stop_retain_tolerance < 1.0
+        ):
+            raise InvalidInputError(
+                f"stop_retain_tolerance: must lie in [0, 1), got {self.stop_retain_tolerance!r}.",
+                hint="e.g. 0.02 (stop only while retain Dice keeps >= 98 % of the original's)",
             )
         if not _valid_device(self.device):
             raise InvalidInputError(f"device: unknown device {self.device!r}.", hint=DEVICE_HINT)

@@ -40,6 +40,7 @@ from MachineUnlearningLib.options import look_up_option
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("ce", "dice-ce")
 SCHEDULES = ("constant", "exponential")
+BATCHNORM_MODES = ("train", "frozen")
 TARGETS_TRUE = "true"
 STEP_LOSSES = ("task", "kl", "task+kl")
 
@@ -65,6 +66,9 @@ class TrainingConfig:
         seed: seeds torch and every random choice of the run.
         kl_weight: weight of the KL term of ``task+kl`` steps (SCRUB's alpha).
         kl_temperature: softmax temperature of the KL-to-teacher losses (1 = plain softmax).
+        batchnorm: ``train`` (BatchNorm normalises by each batch and updates its running
+            statistics, PyTorch's training mode) or ``frozen`` (every BatchNorm layer stays in
+            eval mode: the running statistics of the starting model are used and never move).
     """
 
     epochs: int = 50
@@ -83,11 +87,13 @@ class TrainingConfig:
     seed: int = 0
     kl_weight: float = 1.0
     kl_temperature: float = 1.0
+    batchnorm: str = "train"
 
     def __post_init__(self) -> None:
         look_up_option(self.optimizer, OPTIMIZERS, "optimizer")
         look_up_option(self.loss, LOSSES, "loss")
         look_up_option(self.schedule, SCHEDULES, "schedule")
+        look_up_option(self.batchnorm, BATCHNORM_MODES, "batchnorm")
         if self.epochs < 1 or self.batch_size < 1:
             raise InvalidInputError("epochs and batch_size must be >= 1.")
         if not self.learning_rate > 0:
@@ -237,6 +243,8 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device)
     frozen_modules = _freeze(model, frozen_prefixes)
+    if config.batchnorm == "frozen":
+        frozen_modules = _batchnorm_modules(model, prefixes=("",))
     teachers = dict(teachers or {})
     for teacher in teachers.values():
         teacher.to(device).eval()
@@ -384,6 +392,10 @@ def _freeze(model: torch.nn.Module, prefixes: Sequence[str]) -> list[torch.nn.Mo
     for name, parameter in model.named_parameters():
         if name.startswith(prefixes):
             parameter.requires_grad_(False)
+    return _batchnorm_modules(model, prefixes)
+
+
+def _batchnorm_modules(model: torch.nn.Module, prefixes: tuple[str, ...]) -> list[torch.nn.Module]:
     return [
         module
         for name, module in model.named_modules()

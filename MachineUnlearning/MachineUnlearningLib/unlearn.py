@@ -74,6 +74,7 @@ def unlearning_config(params: dict, seed: int) -> TrainingConfig:
         seed=seed,
         kl_weight=params.get("kl_weight", 1.0),
         kl_temperature=params.get("temperature", 1.0),
+        batchnorm=params["batchnorm"],
     )
 
 
@@ -165,6 +166,7 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
             report.forget_verdicts,
             evaluation.sets()["retain"]["dice"],
             original.sets()["retain"]["dice"],
+            tolerance=job.stop_retain_tolerance,
         )
         if done:
             stop_reason.append(f"stopped at epoch {epoch}: {reason}")

@@ -73,7 +73,11 @@ def strategies_markdown() -> str:
         "model was trained with (the logit grid in MedicalNet's recipe; the input grid, with "
         "the logits upsampled, in cpu-demo); an epoch is one pass over the strategy's list of "
         "subjects; the learning rate is constant so one run evaluated at epochs 20 and 50 "
-        "serves both horizons.",
+        "serves both horizons. BatchNorm trains as usual by default (`batchnorm=train`: at "
+        "batch 1 each volume is normalised by its own statistics and the running averages "
+        "move); `batchnorm=frozen` keeps the original model's running statistics (eval mode), "
+        "so the loss acts on the same function that is evaluated. Which one the paper used is "
+        "not available; docs/benchmarks.md section 3 measures both.",
         "",
         "## Common parameters",
         "",

@@ -75,6 +75,13 @@ COMMON_PARAMETERS: tuple[Parameter, ...] = (
     Parameter("weight_decay", float, 1e-3, "L2 weight decay"),
     Parameter("batch_size", int, 1, "samples per optimiser step"),
     Parameter("grad_clip_norm", float, 5.0, "global gradient-norm clip"),
+    Parameter(
+        "batchnorm",
+        str,
+        "train",
+        "train (BatchNorm statistics from each batch, running averages move) or frozen "
+        "(the original model's running statistics, never updated)",
+    ),
 )
 
 
