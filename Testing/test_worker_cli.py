@@ -32,6 +32,24 @@ def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
+def unlearn_argv(cohort: Path, checkpoint: Path, output: Path, *options: str) -> list[str]:
+    """``unlearn`` of subject 070 on the CPU, with ``options`` appended."""
+    return [
+        "unlearn",
+        "--cohort",
+        str(cohort),
+        "--checkpoint",
+        str(checkpoint),
+        "--forget",
+        "070",
+        "--output",
+        str(output),
+        "--device",
+        "cpu",
+        *options,
+    ]
+
+
 def events_of(stdout: str):
     return [e for e in (parse_event(line) for line in stdout.splitlines()) if e is not None]
 
@@ -45,29 +63,14 @@ def an_unlearn_run(a_tiny_cohort, a_tiny_trained_model, tmp_path_factory):
     output = tmp_path_factory.mktemp("unlearn") / "run"
     before = sha256(a_tiny_trained_model)
     result = cli(
-        "unlearn",
-        "--cohort",
-        str(a_tiny_cohort),
-        "--checkpoint",
-        str(a_tiny_trained_model),
-        "--forget",
-        "070",
-        "--strategy",
-        "noisy-label",
-        "--epochs",
-        "12",
-        "--eval-epochs",
-        "6",
-        "12",
-        "--param",
-        "learning_rate=0.05",
-        "--param",
-        "random_labels=wrong-class",
-        "--output",
-        str(output),
-        "--device",
-        "cpu",
-        "--events",
+        *unlearn_argv(
+            a_tiny_cohort,
+            a_tiny_trained_model,
+            output,
+            *("--strategy", "noisy-label", "--epochs", "12", "--eval-epochs", "6", "12"),
+            *("--param", "learning_rate=0.05", "--param", "random_labels=wrong-class"),
+            "--events",
+        )
     )
     return result, output, before
 
@@ -177,21 +180,7 @@ def test_an_existing_output_is_never_overwritten(
     an_unlearn_run, a_tiny_cohort, a_tiny_trained_model
 ):
     _, output, _ = an_unlearn_run
-    result = cli(
-        "unlearn",
-        "--cohort",
-        str(a_tiny_cohort),
-        "--checkpoint",
-        str(a_tiny_trained_model),
-        "--forget",
-        "070",
-        "--output",
-        str(output),
-        "--device",
-        "cpu",
-        "--epochs",
-        "1",
-    )
+    result = cli(*unlearn_argv(a_tiny_cohort, a_tiny_trained_model, output, "--epochs", "1"))
     assert result.returncode == 2
     assert "already holds results" in result.stderr
 
@@ -204,20 +193,9 @@ def test_cancel_mid_run_exits_3_and_leaves_no_result(a_tiny_cohort, a_tiny_train
             sys.executable,
             "-m",
             "MachineUnlearningLib",
-            "unlearn",
-            "--cohort",
-            str(a_tiny_cohort),
-            "--checkpoint",
-            str(a_tiny_trained_model),
-            "--forget",
-            "070",
-            "--epochs",
-            "200",
-            "--output",
-            str(output),
-            "--device",
-            "cpu",
-            "--events",
+            *unlearn_argv(
+                a_tiny_cohort, a_tiny_trained_model, output, "--epochs", "200", "--events"
+            ),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -285,21 +263,13 @@ def test_stopping_rule_evaluates_every_epoch_and_stops_only_when_met(
 ):
     output = tmp_path / "stop"
     result = cli(
-        "unlearn",
-        "--cohort",
-        str(a_tiny_cohort),
-        "--checkpoint",
-        str(a_tiny_trained_model),
-        "--forget",
-        "070",
-        "--epochs",
-        "4",
-        "--stop-when-indistinguishable",
-        "--output",
-        str(output),
-        "--device",
-        "cpu",
-        "--events",
+        *unlearn_argv(
+            a_tiny_cohort,
+            a_tiny_trained_model,
+            output,
+            *("--epochs", "4", "--stop-when-indistinguishable"),
+            *("--stop-retain-tolerance", "0.5", "--events"),
+        )
     )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((output / "metrics.json").read_text())
@@ -310,6 +280,7 @@ def test_stopping_rule_evaluates_every_epoch_and_stops_only_when_met(
     if stopped:
         audit = json.loads((output / "audit.json").read_text())
         assert audit["unlearned"]["overall"] == "indistinguishable"
+        assert "(tolerance 0.5)" in stopped[0]["detail"]
         assert len(epochs) < 4
     else:
         assert len(epochs) == 4
@@ -320,20 +291,12 @@ def test_stopping_rule_without_held_out_subjects_is_invalid(
     a_tiny_cohort, a_tiny_trained_model, tmp_path
 ):
     result = cli(
-        "unlearn",
-        "--cohort",
-        str(a_tiny_cohort),
-        "--checkpoint",
-        str(a_tiny_trained_model),
-        "--forget",
-        "070",
-        "--held-out",
-        "H01",
-        "--stop-when-indistinguishable",
-        "--output",
-        str(tmp_path / "o"),
-        "--device",
-        "cpu",
+        *unlearn_argv(
+            a_tiny_cohort,
+            a_tiny_trained_model,
+            tmp_path / "o",
+            *("--held-out", "H01", "--stop-when-indistinguishable"),
+        )
     )
     assert result.returncode == 2
     assert "held-out" in result.stderr
@@ -344,18 +307,12 @@ def test_a_stop_retain_tolerance_outside_0_to_1_is_refused(
     a_tiny_cohort, a_tiny_trained_model, tmp_path, tolerance
 ):
     result = cli(
-        "unlearn",
-        "--cohort",
-        str(a_tiny_cohort),
-        "--checkpoint",
-        str(a_tiny_trained_model),
-        "--forget",
-        "070",
-        "--stop-when-indistinguishable",
-        "--stop-retain-tolerance",
-        tolerance,
-        "--output",
-        str(tmp_path / "o"),
+        *unlearn_argv(
+            a_tiny_cohort,
+            a_tiny_trained_model,
+            tmp_path / "o",
+            *("--stop-when-indistinguishable", "--stop-retain-tolerance", tolerance),
+        )
     )
     assert result.returncode == 2
     assert "stop_retain_tolerance" in result.stderr
