@@ -256,8 +256,8 @@ def trade_off_plot(rows: list[dict], path: Path, reference_forget_dice: float) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paper = {p.name for p in PAPER_PRESETS}
-    literature = {p.name for p in LITERATURE_PRESETS}
+    family_of = {p.name: "paper preset" for p in PAPER_PRESETS}
+    family_of |= {p.name: "literature method" for p in LITERATURE_PRESETS}
     styles = {
         "paper preset": ("o", "tab:blue"),
         "literature method": ("s", "tab:orange"),
@@ -269,14 +269,7 @@ def trade_off_plot(rows: list[dict], path: Path, reference_forget_dice: float) -
             last[row["preset"]] = row
     points = []
     for preset, row in last.items():
-        base = preset.partition("+")[0]
-        family = (
-            "paper preset"
-            if base in paper
-            else "literature method"
-            if base in literature
-            else "tuned (--variant)"
-        )
+        family = family_of.get(preset.partition("+")[0], "tuned (--variant)")
         x, y = row["retain_preservation_pct"], row["dice_gap_to_retrain"]["forget"]
         points.append((f"{preset} ({row['epoch']} ep)", family, x, y))
     first = next(iter(last.values()), None)
