@@ -4,7 +4,7 @@ Slicer's convention puts the four classes of a scripted module in one file; each
 The widget only wires GUI <-> parameter node, buttons -> logic and logic callbacks -> GUI. The
 logic is a facade over ``MachineUnlearningLib.runner.RunController``: it turns the parameter
 node into a ``JobSpec``, runs the engine in a separate ``PythonSlicer`` process and imports the
-results through ``MachineUnlearningLib.scene``. Nothing heavy (torch, monai, nibabel, numpy) is
+results through ``MachineUnlearningLib.app.scene``. Nothing heavy (torch, monai, nibabel, numpy) is
 imported at file scope: engine modules are imported inside the functions that need them, after
 the dependency check.
 """
@@ -601,8 +601,8 @@ class MachineUnlearningLogic(ScriptedLoadableModuleLogic):
         """Fill the subject table from the cohort; keeps 'forget' marks of subjects still there."""
         if not _isSet(pn.cohort) or not Path(pn.cohort).is_dir():
             return
-        from MachineUnlearningLib import scene as mscene
-        from MachineUnlearningLib.errors import InvalidInputError
+        from MachineUnlearningLib.app import scene as mscene
+        from MachineUnlearningLib.runtime.errors import InvalidInputError
 
         try:
             subjects = self.discoverSubjects(pn.cohort)
@@ -624,12 +624,12 @@ class MachineUnlearningLogic(ScriptedLoadableModuleLogic):
     def subjectRoles(self, pn) -> dict:
         if pn.subjectRoles is None:
             return {}
-        from MachineUnlearningLib import scene as mscene
+        from MachineUnlearningLib.app import scene as mscene
 
         return mscene.table_to_subject_roles(pn.subjectRoles)
 
     def setSubjectRoles(self, pn, roles: dict) -> None:
-        from MachineUnlearningLib import scene as mscene
+        from MachineUnlearningLib.app import scene as mscene
 
         groups = {s: ("held-out" if r == "held-out" else "training") for s, r in roles.items()}
         pn.subjectRoles = mscene.subject_roles_to_table(
@@ -656,7 +656,7 @@ class MachineUnlearningLogic(ScriptedLoadableModuleLogic):
 
     def loadSubjectMri(self, pn, row: int, modality: str = DEFAULT_MODALITY):
         """Load the subject's MRI (default reg_T1) and show it in the slice views."""
-        from MachineUnlearningLib import scene as mscene
+        from MachineUnlearningLib.app import scene as mscene
 
         subjectId = self.subjectIdAtRow(pn, row)
         volume = mscene.load_volume(
@@ -757,7 +757,7 @@ class MachineUnlearningLogic(ScriptedLoadableModuleLogic):
     def unlearningJob(self, pn, config=None):
         """The JobSpec of an unlearning run, from the parameter node (validated by JobSpec)."""
         _ensureEngineImportable()
-        from MachineUnlearningLib.jobs import JobSpec
+        from MachineUnlearningLib.runtime.jobs import JobSpec
         from MachineUnlearningLib.strategies import get_strategy
 
         problem = self.unlearningProblem(pn)
@@ -785,7 +785,7 @@ class MachineUnlearningLogic(ScriptedLoadableModuleLogic):
 
     def baselineJob(self, pn, config=None, epochs=None):
         _ensureEngineImportable()
-        from MachineUnlearningLib.jobs import JobSpec
+        from MachineUnlearningLib.runtime.jobs import JobSpec
 
         if not _isSet(pn.cohort):
             raise ValueError(_("Choose the cohort folder first, or generate the demo cohort."))
@@ -840,7 +840,7 @@ class MachineUnlearningLogic(ScriptedLoadableModuleLogic):
     def _runController(self):
         if self._controller is None:
             _ensureEngineImportable()
-            from MachineUnlearningLib.runner import RunController
+            from MachineUnlearningLib.app.runner import RunController
 
             self._controller = RunController(
                 on_progress=self._onProgress,
@@ -897,7 +897,7 @@ class MachineUnlearningLogic(ScriptedLoadableModuleLogic):
         pn.lastRun = output
 
     def importMetrics(self, pn, metricsPath: Path) -> None:
-        from MachineUnlearningLib import scene as mscene
+        from MachineUnlearningLib.app import scene as mscene
 
         metrics = json.loads(Path(metricsPath).read_text(encoding="utf-8"))
         runName = Path(metricsPath).parent.name
@@ -952,7 +952,7 @@ class MachineUnlearningLogic(ScriptedLoadableModuleLogic):
 
     def showComparison(self, pn, subjectId: str) -> None:
         """The subject's MRI with the original and the unlearned prediction in linked views."""
-        from MachineUnlearningLib import scene as mscene
+        from MachineUnlearningLib.app import scene as mscene
 
         if not subjectId:
             raise ValueError(_("Choose a subject to compare."))

@@ -97,9 +97,9 @@ def a_fresh_cohort(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def a_tiny_trained_model(a_tiny_cohort, tmp_path_factory) -> Path:
     """A tiny baseline trained in-process on the phantom cohort (fixed seed)."""
-    from MachineUnlearningLib.events import CollectingSink
-    from MachineUnlearningLib.jobs import JobSpec
-    from MachineUnlearningLib.worker import run_job
+    from MachineUnlearningLib.commands import run_job
+    from MachineUnlearningLib.runtime.events import CollectingSink
+    from MachineUnlearningLib.runtime.jobs import JobSpec
 
     output = tmp_path_factory.mktemp("baseline")
     job = JobSpec(

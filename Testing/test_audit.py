@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from MachineUnlearningLib.audit import (
+from MachineUnlearningLib.evaluation.audit import (
     FEATURE_DIRECTIONS,
     SubjectSignals,
     auc_mann_whitney,
@@ -20,7 +20,7 @@ from MachineUnlearningLib.audit import (
     tpr_at_fpr,
     verdict_for_subject,
 )
-from MachineUnlearningLib.errors import InvalidInputError
+from MachineUnlearningLib.runtime.errors import InvalidInputError
 
 NEVER_SEEN_LOSS = (0.30, 0.34, 0.28)  # mean 0.3067, SD 0.0306
 TRAINED_ON_LOSS = (0.10, 0.12, 0.11, 0.09)

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from MachineUnlearningLib.errors import EXIT_INVALID_INPUT, InvalidInputError
 from MachineUnlearningLib.model import (
     CHECKPOINT_FORMAT,
     CheckpointMismatchError,
@@ -19,6 +18,7 @@ from MachineUnlearningLib.model import (
     load_pretrained_backbone,
     save_checkpoint,
 )
+from MachineUnlearningLib.runtime.errors import EXIT_INVALID_INPUT, InvalidInputError
 
 torch.set_num_threads(1)
 

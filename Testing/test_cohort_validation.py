@@ -8,10 +8,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from MachineUnlearningLib.cli import main
+from MachineUnlearningLib.app.cli import main
 from MachineUnlearningLib.data.cohort import DEFAULT_MODALITIES, discover_cohort
 from MachineUnlearningLib.data.volumes import load_subject
-from MachineUnlearningLib.errors import InvalidInputError
+from MachineUnlearningLib.runtime.errors import InvalidInputError
 
 
 def _subject(cohort, subject_id="070"):

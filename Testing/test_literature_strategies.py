@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from conftest import TINY_SOURCE_IDS, a_tiny_model
+from MachineUnlearningLib.commands import run_job
 from MachineUnlearningLib.data.labels import IGNORE_INDEX
-from MachineUnlearningLib.errors import InvalidInputError
-from MachineUnlearningLib.events import CollectingSink
-from MachineUnlearningLib.jobs import JobSpec
-from MachineUnlearningLib.losses import voxel_kl
 from MachineUnlearningLib.model.checkpoint import load_checkpoint
+from MachineUnlearningLib.runtime.errors import InvalidInputError
+from MachineUnlearningLib.runtime.events import CollectingSink
+from MachineUnlearningLib.runtime.jobs import JobSpec
 from MachineUnlearningLib.strategies import STRATEGIES, get_strategy
 from MachineUnlearningLib.strategies.base import Strategy
 from MachineUnlearningLib.strategies.dampening import dampen_, importances, selective_dampening
@@ -25,8 +25,9 @@ from MachineUnlearningLib.strategies.gradients import subject_gradients
 from MachineUnlearningLib.strategies.plan import build_plan
 from MachineUnlearningLib.strategies.saliency import KeepUnmasked, saliency_mask, top_fraction_mask
 from MachineUnlearningLib.strategies.teachers import build_teachers
-from MachineUnlearningLib.training import Step, TrainingConfig, train
-from MachineUnlearningLib.worker import run_job
+from MachineUnlearningLib.training.loop import TrainingConfig, train
+from MachineUnlearningLib.training.losses import voxel_kl
+from MachineUnlearningLib.training.steps import Step
 
 LITERATURE = ["finetune", "neggrad-plus", "salun", "scrub", "bad-teacher", "ssd"]
 FORGET, RETAIN = ["070"], ["1", "4", "5", "7", "14", "148"]

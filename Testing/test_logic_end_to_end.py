@@ -9,9 +9,9 @@ import json
 import pytest
 import slicer
 
-from MachineUnlearningLib import scene as mrml
-from MachineUnlearningLib.jobs import JobSpec
-from MachineUnlearningLib.runner import RunController, RunState
+from MachineUnlearningLib.app import scene as mrml
+from MachineUnlearningLib.app.runner import RunController, RunState
+from MachineUnlearningLib.runtime.jobs import JobSpec
 
 
 def an_unlearn_job(cohort, checkpoint, output, epochs):

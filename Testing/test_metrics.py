@@ -24,8 +24,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial import distance as scipy_distance
 
 from MachineUnlearningLib.data.labels import IGNORE_INDEX
-from MachineUnlearningLib.errors import InvalidInputError
-from MachineUnlearningLib.metrics import (
+from MachineUnlearningLib.evaluation.metrics import (
     SubjectMetrics,
     _challenge_boundary,
     dice_per_class,
@@ -38,6 +37,7 @@ from MachineUnlearningLib.metrics import (
     summarize_sets,
     volumetric_similarity_per_class,
 )
+from MachineUnlearningLib.runtime.errors import InvalidInputError
 
 MRBRAINS_SPACING = (3.0, 0.958, 0.958)  # (sz, sy, sx) mm
 SHAPE = (6, 20, 24)  # (D, H, W)

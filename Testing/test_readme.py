@@ -63,7 +63,7 @@ def tutorial_invocations() -> list[list[str]]:
 
 
 def test_every_tutorial_command_parses_with_the_real_cli():
-    from MachineUnlearningLib.cli import build_parser
+    from MachineUnlearningLib.app.cli import build_parser
 
     calls = tutorial_invocations()
     assert len(calls) >= 6

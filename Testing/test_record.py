@@ -13,10 +13,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from MachineUnlearningLib import record as record_module
-from MachineUnlearningLib.audit import SubjectSignals, audit
-from MachineUnlearningLib.errors import InvalidInputError
-from MachineUnlearningLib.record import (
+from MachineUnlearningLib.evaluation.audit import SubjectSignals, audit
+from MachineUnlearningLib.outputs import record as record_module
+from MachineUnlearningLib.outputs.record import (
     GUARANTEES,
     build_deletion_record,
     load_record,
@@ -25,6 +24,7 @@ from MachineUnlearningLib.record import (
     verify_record,
     write_record,
 )
+from MachineUnlearningLib.runtime.errors import InvalidInputError
 
 PATIENT_NAME = "Jane Doe"
 

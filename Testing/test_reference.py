@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from MachineUnlearningLib.evaluation import Evaluation
-from MachineUnlearningLib.metrics import SubjectMetrics
-from MachineUnlearningLib.recipes import resolve_recipe
-from MachineUnlearningLib.reference import recipe_overrides, reference_gaps
+from MachineUnlearningLib.commands.reference import recipe_overrides
+from MachineUnlearningLib.evaluation.gaps import reference_gaps
+from MachineUnlearningLib.evaluation.metrics import SubjectMetrics
+from MachineUnlearningLib.evaluation.predict import Evaluation
+from MachineUnlearningLib.training.recipes import resolve_recipe
 
 
 def an_evaluation(name, values):
@@ -68,9 +69,9 @@ def test_unlearn_with_reference_auto_retrains_once_and_reports_gaps(
 ):
     import json
 
-    from MachineUnlearningLib.events import CollectingSink
-    from MachineUnlearningLib.jobs import JobSpec
-    from MachineUnlearningLib.worker import run_job
+    from MachineUnlearningLib.commands import run_job
+    from MachineUnlearningLib.runtime.events import CollectingSink
+    from MachineUnlearningLib.runtime.jobs import JobSpec
 
     monkeypatch.setenv("MACHINE_UNLEARNING_CACHE", str(tmp_path / "cache"))
 

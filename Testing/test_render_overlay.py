@@ -2,7 +2,7 @@
 
 Layer 4 of the testing plan: a trame-slicer ``SlicerApp`` with a ``DirectViewFactory`` that
 renders offscreen builds real slice views (slice logic + Slicer's 2-D displayable managers);
-the data are put in its scene with ``MachineUnlearningLib.scene`` and each rendered view is
+the data are put in its scene with ``MachineUnlearningLib.app.scene`` and each rendered view is
 read back with ``vtkWindowToImageFilter``. Pixels are checked against the class colours: a
 labelled pixel shows the class colour blended at the segmentation's default 2-D fill opacity
 (0.5) over the grey MRI, an unlabelled one shows the MRI unchanged, air stays black.
@@ -31,7 +31,7 @@ try:
     from vtkmodules.util.numpy_support import vtk_to_numpy
     from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
 
-    from MachineUnlearningLib import scene as mrml
+    from MachineUnlearningLib.app import scene as mrml
 
     MISSING = ""
 except ImportError as error:  # each test fails with this (a collection error would stop all)

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from MachineUnlearningLib.data.labels import get_label_policy
-from MachineUnlearningLib.errors import InvalidInputError
-from MachineUnlearningLib.report import (
+from MachineUnlearningLib.outputs.report import (
     PAPER_ROW_LABEL,
     OverlayCase,
     axial_display,
@@ -25,6 +24,7 @@ from MachineUnlearningLib.report import (
     overlay_rgb,
     write_report,
 )
+from MachineUnlearningLib.runtime.errors import InvalidInputError
 
 POLICY = get_label_policy("mrbrains3")
 SHAPE = (40, 40, 8)

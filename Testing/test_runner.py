@@ -16,8 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from MachineUnlearningLib.jobs import JobSpec
-from MachineUnlearningLib.runner import (
+from MachineUnlearningLib.app.runner import (
     EXIT,
     LOG,
     CappedLog,
@@ -30,6 +29,7 @@ from MachineUnlearningLib.runner import (
     format_duration,
     progress_text,
 )
+from MachineUnlearningLib.runtime.jobs import JobSpec
 
 RUN_TIMEOUT_S = 30.0
 

@@ -1,4 +1,4 @@
-"""Tests of MachineUnlearningLib.scene at the MRML level, with the slicer-core wheel.
+"""Tests of MachineUnlearningLib.app.scene at the MRML level, with the slicer-core wheel.
 
 Each test builds its own ``slicer.vtkMRMLScene()`` and tiny NIfTI files (nibabel, RAS
 affines with MRBrainS18's 0.958 x 0.958 x 3 mm voxels), then checks the nodes that
@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from MachineUnlearningLib.errors import InvalidInputError
+from MachineUnlearningLib.runtime.errors import InvalidInputError
 
 try:
     import slicer
@@ -21,7 +21,7 @@ try:
     from vtkmodules.vtkCommonCore import VTK_DOUBLE, VTK_STRING
     from vtkmodules.vtkCommonMath import vtkMatrix4x4
 
-    from MachineUnlearningLib import scene as mrml
+    from MachineUnlearningLib.app import scene as mrml
 
     MISSING = ""
 except ImportError as error:  # each test fails with this (a collection error would stop all)

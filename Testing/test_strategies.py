@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from MachineUnlearningLib.data.labels import IGNORE_INDEX
-from MachineUnlearningLib.errors import InvalidInputError
 from MachineUnlearningLib.model.resnet import MedicalNetSegmentation, ModelConfig
+from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.strategies import (
     STRATEGIES,
     describe_strategies,

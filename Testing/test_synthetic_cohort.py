@@ -21,7 +21,7 @@ from MachineUnlearningLib.data.synthetic import (
     stable_hash,
     synthesize_subject,
 )
-from MachineUnlearningLib.errors import InvalidInputError
+from MachineUnlearningLib.runtime.errors import InvalidInputError
 
 SUBJECT_FILES = (LABEL_FILE, *MODALITY_FILES.values())
 COARSE = {"shape": (60, 60, 12), "voxel_size_mm": (3.832, 3.832, 12.0)}

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from conftest import TINY_SOURCE_IDS, a_tiny_model
-from MachineUnlearningLib.errors import CancelledError, TrainingDivergedError
-from MachineUnlearningLib.events import CollectingSink
-from MachineUnlearningLib.training import Step, TrainingConfig, train
+from MachineUnlearningLib.runtime.errors import CancelledError, TrainingDivergedError
+from MachineUnlearningLib.runtime.events import CollectingSink
+from MachineUnlearningLib.training.loop import TrainingConfig, train
+from MachineUnlearningLib.training.steps import Step
 
 IDS = list(TINY_SOURCE_IDS)
 CPU = torch.device("cpu")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_RECIPE
-from MachineUnlearningLib.events import parse_event
+from MachineUnlearningLib.runtime.events import parse_event
 
 TINY_SETTINGS = [
     f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in TINY_RECIPE.items()

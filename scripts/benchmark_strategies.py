@@ -44,7 +44,7 @@ PAPER_ROW = (
 
 def run_cli(args: list[str]) -> dict:
     """Run the CLI with --events; returns exit code, wall seconds and the finished event."""
-    from MachineUnlearningLib.events import parse_event
+    from MachineUnlearningLib.runtime.events import parse_event
 
     started = time.monotonic()
     result = subprocess.run(

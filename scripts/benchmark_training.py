@@ -36,10 +36,11 @@ def _measure(config: dict, cohort: str, steps: int, queue) -> None:
     from MachineUnlearningLib.data.cohort import discover_cohort
     from MachineUnlearningLib.data.labels import get_label_policy
     from MachineUnlearningLib.data.samples import SampleSource
-    from MachineUnlearningLib.events import CollectingSink
     from MachineUnlearningLib.model.resnet import MedicalNetSegmentation
-    from MachineUnlearningLib.recipes import resolve_recipe
-    from MachineUnlearningLib.training import Step, train
+    from MachineUnlearningLib.runtime.events import CollectingSink
+    from MachineUnlearningLib.training.loop import train
+    from MachineUnlearningLib.training.recipes import resolve_recipe
+    from MachineUnlearningLib.training.steps import Step
 
     device = torch.device(config["device"])
     recipe = resolve_recipe(config["recipe"], config.get("overrides", {}))

@@ -1,6 +1,6 @@
 """Render docs/screenshot.png: the original vs the unlearned model's prediction, side by side.
 
-The image is made the way the Slicer module shows a result: ``MachineUnlearningLib.scene``
+The image is made the way the Slicer module shows a result: ``MachineUnlearningLib.app.scene``
 loads the MRI and both label maps into a scene and sets up the two linked compare views;
 trame-slicer renders those views offscreen (real Slicer slice views, EGL on Mesa).
 
@@ -80,7 +80,7 @@ def render_views(mri: Path, original: Path, unlearned: Path, policy, size: int) 
     from vtkmodules.util.numpy_support import vtk_to_numpy
     from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
 
-    from MachineUnlearningLib import scene as mrml
+    from MachineUnlearningLib.app import scene as mrml
 
     app = SlicerApp()
     app.view_manager.register_factory(DirectViewFactory(do_render_offscreen=True))

@@ -2,7 +2,7 @@
 
 import sys
 
-from MachineUnlearningLib.cli import main
+from MachineUnlearningLib.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

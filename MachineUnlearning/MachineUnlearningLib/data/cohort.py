@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from MachineUnlearningLib.errors import InvalidInputError
+from MachineUnlearningLib.runtime.errors import InvalidInputError
 
 MRBRAINS18_TRAINING_IDS: tuple[str, ...] = ("1", "4", "5", "7", "14", "070", "148")
 MODALITY_FILES: dict[str, str] = {

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from MachineUnlearningLib.options import look_up_option
+from MachineUnlearningLib.runtime.options import look_up_option
 
 IGNORE_INDEX = -1
 

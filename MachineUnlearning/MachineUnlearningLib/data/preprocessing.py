@@ -28,9 +28,9 @@ import torch.nn.functional as F
 
 from MachineUnlearningLib.data.labels import IGNORE_INDEX, LabelPolicy
 from MachineUnlearningLib.data.volumes import SubjectVolumes
-from MachineUnlearningLib.errors import InvalidInputError
 from MachineUnlearningLib.model.resnet import output_size
-from MachineUnlearningLib.options import look_up_option
+from MachineUnlearningLib.runtime.errors import InvalidInputError
+from MachineUnlearningLib.runtime.options import look_up_option
 
 IMAGE_INTERPOLATIONS = ("trilinear", "nearest")
 TARGET_GRIDS = ("output", "input")

@@ -54,8 +54,8 @@ from MachineUnlearningLib.data.cohort import (
     TRAINING_GROUP,
     Subject,
 )
-from MachineUnlearningLib.errors import InvalidInputError
-from MachineUnlearningLib.files import atomic_path
+from MachineUnlearningLib.runtime.errors import InvalidInputError
+from MachineUnlearningLib.runtime.files import atomic_path
 
 GRID_SHAPE: tuple[int, int, int] = (240, 240, 48)
 """MRBrainS18 grid, nibabel (x, y, z) order, voxels."""

@@ -7,6 +7,7 @@ so that axis 0 is the slice axis. Affines stay nibabel's (RAS, mm) and always be
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import numpy as np
 
 from MachineUnlearningLib.data.cohort import Subject, check_files_exist
 from MachineUnlearningLib.data.labels import RAW_LABEL_VALUES
-from MachineUnlearningLib.errors import InvalidInputError
+from MachineUnlearningLib.runtime.errors import InvalidInputError
+from MachineUnlearningLib.runtime.files import atomic_path
 
 AFFINE_TOLERANCE_MM = 1e-3
 
@@ -165,3 +167,25 @@ def _integer_labels(data: np.ndarray, path: Path, subject_id: str) -> np.ndarray
             hint="MRBrainS18 labels are 0..10 (see docs/user-guide.md for their meanings).",
         )
     return labels
+
+
+def write_label_map(path: Path | str, labels_dhw: np.ndarray, affine: np.ndarray) -> Path:
+    """Write a (D, H, W) class-id map as a uint8 NIfTI with the subject's affine."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(to_nifti_order(labels_dhw.astype(np.uint8)), affine)
+    image.header.set_data_dtype(np.uint8)
+    with atomic_path(path) as tmp:
+        _save_nifti(nib, image, tmp)
+    return Path(path)
+
+
+def _save_nifti(nib, image, tmp: Path) -> None:
+    # nibabel chooses compression from the file name, so write to a .nii.gz name and move it.
+    named = tmp.parent / (tmp.name + ".nii.gz")
+    try:
+        nib.save(image, str(named))
+        os.replace(named, tmp)
+    finally:
+        if named.exists():
+            named.unlink()

@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from MachineUnlearningLib.errors import InvalidInputError
 from MachineUnlearningLib.model.resnet import (
     BLOCKS_PER_STAGE,
     BOTTLENECK_DEPTHS,
@@ -39,6 +38,7 @@ from MachineUnlearningLib.model.resnet import (
     ModelConfig,
     is_decoder_key,
 )
+from MachineUnlearningLib.runtime.errors import InvalidInputError
 
 CHECKPOINT_FORMAT = "machine-unlearning-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1

@@ -7,7 +7,7 @@ docs/strategies.md, so the CLI, the docs and the Slicer module list the same pre
 
 from __future__ import annotations
 
-from MachineUnlearningLib.options import look_up_option
+from MachineUnlearningLib.runtime.options import look_up_option
 from MachineUnlearningLib.strategies.base import COMMON_PARAMETERS, Parameter, Strategy
 from MachineUnlearningLib.strategies.literature import LITERATURE_PRESETS
 from MachineUnlearningLib.strategies.presets import FIX_DECODER_DEFINITION, PAPER_PRESETS

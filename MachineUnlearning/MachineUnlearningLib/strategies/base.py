@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from MachineUnlearningLib.errors import InvalidInputError
-from MachineUnlearningLib.options import look_up_option
+from MachineUnlearningLib.runtime.errors import InvalidInputError
+from MachineUnlearningLib.runtime.options import look_up_option
 
 # Forget targets the composed plan (plan.build_plan) handles ...
 COMPOSED_FORGET_TARGETS = ("none", "ascent", "uniform-random", "wrong-class", "other-subject")

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from MachineUnlearningLib.data.samples import SampleSource
-from MachineUnlearningLib.errors import InvalidInputError
+from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.strategies.gradients import Gradients, subject_gradients
 
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from MachineUnlearningLib.data.samples import SampleSource
-from MachineUnlearningLib.device import translate_out_of_memory
-from MachineUnlearningLib.training import sample_loss
+from MachineUnlearningLib.runtime.device import translate_out_of_memory
+from MachineUnlearningLib.training.loop import sample_loss
 
 Gradients = dict[str, torch.Tensor]  # parameter name -> gradient, the parameter's shape
 

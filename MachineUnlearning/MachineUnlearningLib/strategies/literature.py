@@ -15,11 +15,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from MachineUnlearningLib.errors import InvalidInputError
-from MachineUnlearningLib.options import look_up_option
+from MachineUnlearningLib.runtime.errors import InvalidInputError
+from MachineUnlearningLib.runtime.options import look_up_option
 from MachineUnlearningLib.strategies.base import Parameter, Strategy
 from MachineUnlearningLib.strategies.plan import composed_plan
-from MachineUnlearningLib.training import TARGETS_TRUE, Plan, Step
+from MachineUnlearningLib.training.steps import TARGETS_TRUE, Plan, Step
 
 SCRUB = "arXiv 2302.09880 (Kurmanji et al. 2023, SCRUB)"
 RANDOM_LABELS = ("wrong-class", "uniform-random")

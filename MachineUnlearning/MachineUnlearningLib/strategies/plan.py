@@ -7,10 +7,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from MachineUnlearningLib.options import look_up_option
+from MachineUnlearningLib.runtime.options import look_up_option
 from MachineUnlearningLib.strategies.base import Strategy
-from MachineUnlearningLib.strategies.targets import SUBJECT_PREFIX, UNIFORM_RANDOM, WRONG_CLASS
-from MachineUnlearningLib.training import TARGETS_TRUE, Plan, Step
+from MachineUnlearningLib.training.steps import (
+    SUBJECT_PREFIX,
+    TARGETS_TRUE,
+    UNIFORM_RANDOM,
+    WRONG_CLASS,
+    Plan,
+    Step,
+)
 
 RANDOM_LABEL_TARGETS = ("uniform-random", "wrong-class")
 

@@ -20,7 +20,7 @@ from MachineUnlearningLib.strategies.dampening import selective_dampening
 from MachineUnlearningLib.strategies.saliency import KeepUnmasked, saliency_mask
 from MachineUnlearningLib.strategies.surgery import reinitialise_encoder
 from MachineUnlearningLib.strategies.teachers import build_teachers
-from MachineUnlearningLib.training import StepHook
+from MachineUnlearningLib.training.loop import StepHook
 
 
 @dataclass

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from MachineUnlearningLib.data.samples import SampleSource
-from MachineUnlearningLib.errors import InvalidInputError
+from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.strategies.gradients import mean_gradient
 
 Mask = dict[str, torch.Tensor]  # parameter name -> bool tensor of the parameter's shape

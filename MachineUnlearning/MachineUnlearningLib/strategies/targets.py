@@ -13,12 +13,14 @@ import torch
 
 from MachineUnlearningLib.data.labels import IGNORE_INDEX
 from MachineUnlearningLib.data.samples import SampleSource
-from MachineUnlearningLib.errors import InvalidInputError
-from MachineUnlearningLib.training import TARGETS_TRUE, Step
-
-UNIFORM_RANDOM = "uniform-random"
-WRONG_CLASS = "wrong-class"
-SUBJECT_PREFIX = "subject:"
+from MachineUnlearningLib.runtime.errors import InvalidInputError
+from MachineUnlearningLib.training.steps import (
+    SUBJECT_PREFIX,
+    TARGETS_TRUE,
+    UNIFORM_RANDOM,
+    WRONG_CLASS,
+    Step,
+)
 
 
 def uniform_random_labels(

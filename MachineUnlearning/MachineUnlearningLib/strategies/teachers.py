@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from MachineUnlearningLib.model.resnet import MedicalNetSegmentation
-from MachineUnlearningLib.options import look_up_option
+from MachineUnlearningLib.runtime.options import look_up_option
 from MachineUnlearningLib.strategies.base import TEACHERS
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from MachineUnlearningLib.audit import SubjectSignals
+from MachineUnlearningLib.evaluation.audit import SubjectSignals
 
 EPSILON = 1e-6
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from MachineUnlearningLib import __version__
-from MachineUnlearningLib.errors import InvalidInputError
-from MachineUnlearningLib.options import look_up_option
+from MachineUnlearningLib.runtime.errors import InvalidInputError
+from MachineUnlearningLib.runtime.options import look_up_option
 
 RECORD_VERSION = 1
 GUARANTEES: dict[str, str] = {

@@ -18,8 +18,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from MachineUnlearningLib.events import EventSink
-from MachineUnlearningLib.jobs import JobSpec
+from MachineUnlearningLib.runtime.events import EventSink
+from MachineUnlearningLib.runtime.jobs import JobSpec
 
 DEMO_FORGET_ID = "070"
 DEMO_STRATEGY = "noisy-label"
@@ -29,8 +29,9 @@ DEMO_SEED = 0
 
 
 def run_demo(output: Path, device: str, sink: EventSink) -> dict[str, str]:
+    from MachineUnlearningLib.commands import run_job
+    from MachineUnlearningLib.commands.common import MODEL_FILE
     from MachineUnlearningLib.data.synthetic import make_cohort
-    from MachineUnlearningLib.worker import MODEL_FILE, run_job
 
     output = Path(output)
     cohort = output / "cohort"

@@ -31,18 +31,21 @@ import torch.nn.functional as F
 
 from MachineUnlearningLib.data.labels import IGNORE_INDEX
 from MachineUnlearningLib.data.samples import SampleSource
-from MachineUnlearningLib.device import translate_out_of_memory
-from MachineUnlearningLib.errors import CancelledError, InvalidInputError, TrainingDivergedError
-from MachineUnlearningLib.events import EventSink
-from MachineUnlearningLib.losses import on_label_grid, voxel_kl
-from MachineUnlearningLib.options import look_up_option
+from MachineUnlearningLib.runtime.device import translate_out_of_memory
+from MachineUnlearningLib.runtime.errors import (
+    CancelledError,
+    InvalidInputError,
+    TrainingDivergedError,
+)
+from MachineUnlearningLib.runtime.events import EventSink
+from MachineUnlearningLib.runtime.options import look_up_option
+from MachineUnlearningLib.training.losses import on_label_grid, voxel_kl
+from MachineUnlearningLib.training.steps import TARGETS_TRUE, Plan, Step
 
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("ce", "dice-ce")
 SCHEDULES = ("constant", "exponential")
 BATCHNORM_MODES = ("train", "frozen")
-TARGETS_TRUE = "true"
-STEP_LOSSES = ("task", "kl", "task+kl")
 
 
 @dataclass(frozen=True)
@@ -105,35 +108,6 @@ class TrainingConfig:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Step:
-    """One sample of a plan.
-
-    Attributes:
-        subject_id: whose image is the input.
-        target: ``true`` (its own labels) or a name handled by the run's ``target_maker``
-            (e.g. ``uniform-random``, ``subject:<id>``).
-        weight: loss multiplier; negative = gradient ascent.
-        loss: ``task`` (the config's loss against ``target``), ``kl`` (KL_vox(p_teacher ||
-            p_student) over the target's non-ignored voxels) or ``task+kl`` (task +
-            ``config.kl_weight`` * kl).
-        teacher: for ``kl`` / ``task+kl``: the name of the frozen model in ``train``'s
-            ``teachers`` whose prediction on the same input is the reference; else None.
-    """
-
-    subject_id: str
-    target: str = TARGETS_TRUE
-    weight: float = 1.0
-    loss: str = "task"
-    teacher: str | None = None
-
-    def __post_init__(self) -> None:
-        look_up_option(self.loss, STEP_LOSSES, "step loss")
-        if (self.teacher is None) == ("kl" in self.loss):
-            raise ValueError(f"step {self}: a teacher is needed by, and only by, kl losses")
-
-
-Plan = Callable[[int, np.random.Generator], list[Step]]
 TargetMaker = Callable[[Step, torch.Tensor, np.random.Generator, torch.Generator], torch.Tensor]
 EpochHook = Callable[[int], bool]
 StepHook = Callable[[torch.nn.Module], None]

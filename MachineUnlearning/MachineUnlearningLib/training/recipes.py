@@ -14,10 +14,10 @@ from typing import Any
 from MachineUnlearningLib.data.cohort import DEFAULT_MODALITIES, MODALITY_FILES
 from MachineUnlearningLib.data.labels import LABEL_POLICIES
 from MachineUnlearningLib.data.preprocessing import Preprocessing
-from MachineUnlearningLib.errors import InvalidInputError
 from MachineUnlearningLib.model.resnet import ModelConfig, default_shortcut
-from MachineUnlearningLib.options import look_up_option
-from MachineUnlearningLib.training import TrainingConfig
+from MachineUnlearningLib.runtime.errors import InvalidInputError
+from MachineUnlearningLib.runtime.options import look_up_option
+from MachineUnlearningLib.training.loop import TrainingConfig
 
 
 @dataclass(frozen=True)

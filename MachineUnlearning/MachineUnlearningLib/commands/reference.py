@@ -1,5 +1,7 @@
 """The retrain-from-scratch reference: the exact-unlearning gold standard every run compares with.
 
+The gaps to it are computed by ``evaluation.gaps``.
+
 ``retrained_reference`` returns a model trained with the original model's recipe and seed on the
 retain subjects only, cached per (cohort, forget set, recipe, seed) under the cache folder
 (``MACHINE_UNLEARNING_CACHE``, default ``~/.cache/machine-unlearning``; delete it to free the
@@ -15,10 +17,13 @@ import json
 import os
 from pathlib import Path
 
-from MachineUnlearningLib.errors import InvalidInputError
-from MachineUnlearningLib.evaluation import Evaluation
-from MachineUnlearningLib.events import EventSink
-from MachineUnlearningLib.jobs import JobSpec
+from MachineUnlearningLib.commands.common import MODEL_FILE
+from MachineUnlearningLib.commands.train import train_baseline
+from MachineUnlearningLib.evaluation.predict import Evaluation, evaluate_model
+from MachineUnlearningLib.model.checkpoint import load_checkpoint
+from MachineUnlearningLib.runtime.errors import InvalidInputError
+from MachineUnlearningLib.runtime.events import EventSink
+from MachineUnlearningLib.runtime.jobs import JobSpec
 
 CACHE_ENV = "MACHINE_UNLEARNING_CACHE"
 
@@ -43,8 +48,6 @@ def recipe_overrides(recipe: dict) -> dict:
 
 def retrained_reference(job: JobSpec, metadata: dict, sink: EventSink) -> Path:
     """Path of the cached retrained model for ``job``'s forget set; trains it when absent."""
-    from MachineUnlearningLib.worker import MODEL_FILE, train_baseline
-
     history = metadata.get("training_history") or [{}]
     baseline = history[0]
     if "recipe" not in metadata or baseline.get("kind") != "train":
@@ -97,41 +100,6 @@ def retrained_reference(job: JobSpec, metadata: dict, sink: EventSink) -> Path:
     return model
 
 
-def reference_gaps(unlearned: Evaluation, reference: Evaluation) -> dict:
-    """Absolute gaps between an unlearned model and the retrained reference.
-
-    Returns ``{"subjects": {id: {"role", "dice_gap", "mae_gap"}}, "sets": {role: {"dice_gap",
-    "mae_gap"}}, "avg_gap": mean of the set Dice gaps}``; a gap is None where a value is.
-    """
-    ref = {s.subject_id: s for s in reference.subjects}
-    subjects = {}
-    for s in unlearned.subjects:
-        r = ref.get(s.subject_id)
-        subjects[s.subject_id] = {
-            "role": s.role,
-            "dice_gap": _gap(s.mean_dice, r.mean_dice if r else None),
-            "mae_gap": _gap(s.mae, r.mae if r else None),
-        }
-    u_sets, r_sets = unlearned.sets(), reference.sets()
-    sets = {
-        role: {
-            "dice_gap": _gap(v["dice"], r_sets.get(role, {}).get("dice")),
-            "mae_gap": _gap(v["mae"], r_sets.get(role, {}).get("mae")),
-        }
-        for role, v in u_sets.items()
-    }
-    dice_gaps = [v["dice_gap"] for v in sets.values() if v["dice_gap"] is not None]
-    return {
-        "subjects": subjects,
-        "sets": sets,
-        "avg_gap": sum(dice_gaps) / len(dice_gaps) if dice_gaps else None,
-    }
-
-
-def _gap(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else abs(a - b)
-
-
 def evaluate_reference(
     job: JobSpec, metadata: dict, source, roles: dict, device, sink: EventSink
 ) -> tuple[Evaluation, Path]:
@@ -140,9 +108,6 @@ def evaluate_reference(
     The reference must share the original model's label policy, modalities and preprocessing,
     so that both are scored on identical inputs.
     """
-    from MachineUnlearningLib.evaluation import evaluate_model
-    from MachineUnlearningLib.model.checkpoint import load_checkpoint
-
     path = (
         retrained_reference(job, metadata, sink) if job.reference == "auto" else Path(job.reference)
     )

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from MachineUnlearningLib.audit import SubjectSignals
 from MachineUnlearningLib.data.preprocessing import class_targets_on_grid, restore_probabilities
 from MachineUnlearningLib.data.samples import SampleSource
-from MachineUnlearningLib.device import translate_out_of_memory
-from MachineUnlearningLib.metrics import SubjectMetrics, evaluate_subject, summarize_sets
-from MachineUnlearningLib.signals import subject_signals
+from MachineUnlearningLib.evaluation.audit import SubjectSignals
+from MachineUnlearningLib.evaluation.metrics import SubjectMetrics, evaluate_subject, summarize_sets
+from MachineUnlearningLib.evaluation.signals import subject_signals
+from MachineUnlearningLib.runtime.device import translate_out_of_memory
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from MachineUnlearningLib.errors import InvalidInputError
-from MachineUnlearningLib.options import look_up_option
+from MachineUnlearningLib.runtime.errors import InvalidInputError
+from MachineUnlearningLib.runtime.options import look_up_option
 
 ROLES: tuple[str, ...] = ("forget", "retain", "held-out")
 VERDICTS: tuple[str, ...] = ("member", "indistinguishable", "over-forgotten")

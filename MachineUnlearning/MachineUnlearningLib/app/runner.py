@@ -39,8 +39,8 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from MachineUnlearningLib.events import STATUS_BY_EXIT_CODE, Event, parse_event
-from MachineUnlearningLib.jobs import JobSpec
+from MachineUnlearningLib.runtime.events import STATUS_BY_EXIT_CODE, Event, parse_event
+from MachineUnlearningLib.runtime.jobs import JobSpec
 
 logger = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from MachineUnlearningLib.data.labels import get_label_policy
-from MachineUnlearningLib.errors import InvalidInputError
-from MachineUnlearningLib.metrics import mean_defined
+from MachineUnlearningLib.evaluation.metrics import mean_defined
+from MachineUnlearningLib.runtime.errors import InvalidInputError
 
 SET_ORDER = ("forget", "retain", "held-out", "train")
 SET_COLOURS = {"forget": "#d62728", "retain": "#1f77b4", "held-out": "#2ca02c", "train": "#7f7f7f"}

@@ -45,30 +45,6 @@ def write_json(path: Path | str, payload: Any) -> Path:
     return write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
 
 
-def write_label_map(path: Path | str, labels_dhw: np.ndarray, affine: np.ndarray) -> Path:
-    """Write a (D, H, W) class-id map as a uint8 NIfTI with the subject's affine."""
-    import nibabel as nib
-
-    from MachineUnlearningLib.data.volumes import to_nifti_order
-
-    image = nib.Nifti1Image(to_nifti_order(labels_dhw.astype(np.uint8)), affine)
-    image.header.set_data_dtype(np.uint8)
-    with atomic_path(path) as tmp:
-        _save_nifti(nib, image, tmp)
-    return Path(path)
-
-
-def _save_nifti(nib, image, tmp: Path) -> None:
-    # nibabel chooses compression from the file name, so write to a .nii.gz name and move it.
-    named = tmp.parent / (tmp.name + ".nii.gz")
-    try:
-        nib.save(image, str(named))
-        os.replace(named, tmp)
-    finally:
-        if named.exists():
-            named.unlink()
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, (np.floating, np.integer)):
         return value.item()

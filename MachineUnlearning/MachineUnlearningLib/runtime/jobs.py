@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from MachineUnlearningLib.errors import InvalidInputError
-from MachineUnlearningLib.options import look_up_option
+from MachineUnlearningLib.runtime.errors import InvalidInputError
+from MachineUnlearningLib.runtime.options import look_up_option
 
 COMMANDS = ("train", "evaluate", "unlearn", "retrain", "audit")
 DEVICE_HINT = "Use 'auto', 'cpu', 'cuda' or 'cuda:N'."

@@ -13,8 +13,13 @@ import sys
 import traceback
 from pathlib import Path
 
-from MachineUnlearningLib.errors import EXIT_FAILURE, MachineUnlearningError
-from MachineUnlearningLib.events import STATUS_BY_EXIT_CODE, EventSink, HumanSink, JsonLinesSink
+from MachineUnlearningLib.runtime.errors import EXIT_FAILURE, MachineUnlearningError
+from MachineUnlearningLib.runtime.events import (
+    STATUS_BY_EXIT_CODE,
+    EventSink,
+    HumanSink,
+    JsonLinesSink,
+)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -170,7 +175,7 @@ def parse_value(text: str):
 
 
 def _key_values(items: list[str], flag: str) -> dict:
-    from MachineUnlearningLib.errors import InvalidInputError
+    from MachineUnlearningLib.runtime.errors import InvalidInputError
 
     out = {}
     for item in items:
@@ -183,8 +188,8 @@ def _key_values(items: list[str], flag: str) -> dict:
 
 def job_from_args(args: argparse.Namespace):
     """A JobSpec from ``--job`` or from flags (flags name the same fields)."""
-    from MachineUnlearningLib.errors import InvalidInputError
-    from MachineUnlearningLib.jobs import JobSpec
+    from MachineUnlearningLib.runtime.errors import InvalidInputError
+    from MachineUnlearningLib.runtime.jobs import JobSpec
 
     if args.job:
         job = JobSpec.from_file(args.job)
@@ -237,8 +242,8 @@ def _run(args: argparse.Namespace, sink: EventSink) -> dict:
         print(describe_strategies())
         return {}
     if args.command == "verify-record":
-        from MachineUnlearningLib.errors import InvalidInputError
-        from MachineUnlearningLib.record import verify_record
+        from MachineUnlearningLib.outputs.record import verify_record
+        from MachineUnlearningLib.runtime.errors import InvalidInputError
 
         result = verify_record(args.record, base_dir=args.base_dir)
         print(result.to_text())
@@ -249,10 +254,10 @@ def _run(args: argparse.Namespace, sink: EventSink) -> dict:
             )
         return {"record": str(args.record)}
     if args.command == "demo":
-        from MachineUnlearningLib.demo import run_demo
+        from MachineUnlearningLib.commands.demo import run_demo
 
         return run_demo(args.output, args.device, sink)
-    from MachineUnlearningLib.worker import run_job
+    from MachineUnlearningLib.commands import run_job
 
     job = job_from_args(args)
     sink.emit("started", command=job.command, job=job.to_dict())

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import torch
 
-from MachineUnlearningLib.errors import InvalidInputError, OutOfMemoryError
+from MachineUnlearningLib.runtime.errors import InvalidInputError, OutOfMemoryError
 
 
 def resolve_device(name: str) -> torch.device:

@@ -15,29 +15,7 @@ import copy
 from datetime import datetime, timezone
 from pathlib import Path
 
-from MachineUnlearningLib.audit import AuditReport, audit, stopping_rule_satisfied
-from MachineUnlearningLib.data.cohort import discover_cohort, select_subjects
-from MachineUnlearningLib.data.labels import get_label_policy
-from MachineUnlearningLib.data.samples import SampleSource
-from MachineUnlearningLib.device import resolve_device
-from MachineUnlearningLib.evaluation import Evaluation, evaluate_model
-from MachineUnlearningLib.events import EventSink
-from MachineUnlearningLib.files import write_json
-from MachineUnlearningLib.jobs import JobSpec
-from MachineUnlearningLib.model.checkpoint import save_checkpoint
-from MachineUnlearningLib.record import build_deletion_record, record_to_markdown, write_record
-from MachineUnlearningLib.reference import (
-    evaluate_reference,
-    reference_gaps,
-    reference_section,
-)
-from MachineUnlearningLib.strategies import get_strategy
-from MachineUnlearningLib.strategies.plan import build_plan
-from MachineUnlearningLib.strategies.preparation import prepare
-from MachineUnlearningLib.strategies.surgery import DECODER_PREFIXES
-from MachineUnlearningLib.strategies.targets import TargetMaker
-from MachineUnlearningLib.training import TrainingConfig, TrainingHistory, train
-from MachineUnlearningLib.worker import (
+from MachineUnlearningLib.commands.common import (
     UNLEARNED_FILE,
     emit_metrics,
     load_model_for_job,
@@ -47,6 +25,29 @@ from MachineUnlearningLib.worker import (
     summary_rows,
     write_predictions,
 )
+from MachineUnlearningLib.commands.reference import evaluate_reference, reference_section
+from MachineUnlearningLib.data.cohort import discover_cohort, select_subjects
+from MachineUnlearningLib.data.labels import get_label_policy
+from MachineUnlearningLib.data.samples import SampleSource
+from MachineUnlearningLib.evaluation.audit import AuditReport, audit, stopping_rule_satisfied
+from MachineUnlearningLib.evaluation.gaps import reference_gaps
+from MachineUnlearningLib.evaluation.predict import Evaluation, evaluate_model
+from MachineUnlearningLib.model.checkpoint import save_checkpoint
+from MachineUnlearningLib.outputs.record import (
+    build_deletion_record,
+    record_to_markdown,
+    write_record,
+)
+from MachineUnlearningLib.runtime.device import resolve_device
+from MachineUnlearningLib.runtime.events import EventSink
+from MachineUnlearningLib.runtime.files import write_json
+from MachineUnlearningLib.runtime.jobs import JobSpec
+from MachineUnlearningLib.strategies import get_strategy
+from MachineUnlearningLib.strategies.plan import build_plan
+from MachineUnlearningLib.strategies.preparation import prepare
+from MachineUnlearningLib.strategies.surgery import DECODER_PREFIXES
+from MachineUnlearningLib.strategies.targets import TargetMaker
+from MachineUnlearningLib.training.loop import TrainingConfig, TrainingHistory, train
 
 PAPER_EVAL_EPOCHS = (20, 50)
 
@@ -336,7 +337,7 @@ def _write_report(
     sink: EventSink,
     extra_sections,
 ) -> dict[str, str]:
-    from MachineUnlearningLib.report import OverlayCase, write_report
+    from MachineUnlearningLib.outputs.report import OverlayCase, write_report
 
     shown = roles.forget[:1] + roles.retain[:1]
     modality = "reg_T1" if "reg_T1" in source.subjects[shown[0]].images else "FLAIR"

@@ -37,9 +37,9 @@ from vtkmodules.vtkCommonCore import (
 )
 from vtkmodules.vtkImagingCore import vtkImageCast
 
-from MachineUnlearningLib.errors import InvalidInputError
-from MachineUnlearningLib.metrics import ROLES
-from MachineUnlearningLib.options import look_up_option
+from MachineUnlearningLib.evaluation.metrics import ROLES
+from MachineUnlearningLib.runtime.errors import InvalidInputError
+from MachineUnlearningLib.runtime.options import look_up_option
 
 ROLE_COLOURS: dict[str, tuple[float, float, float]] = {
     "forget": (0.85, 0.2, 0.2),

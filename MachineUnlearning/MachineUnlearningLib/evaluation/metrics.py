@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from MachineUnlearningLib.data.labels import IGNORE_INDEX
-from MachineUnlearningLib.options import look_up_option
+from MachineUnlearningLib.runtime.options import look_up_option
 
 ROLES = ("forget", "retain", "held-out", "train")
 """Valid values of :attr:`SubjectMetrics.role`."""

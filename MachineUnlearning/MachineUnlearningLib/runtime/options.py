@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-from MachineUnlearningLib.errors import InvalidInputError
+from MachineUnlearningLib.runtime.errors import InvalidInputError
 
 
 def look_up_option(value: str, valid: Iterable[str], field: str) -> str:

@@ -1,0 +1,1 @@
+"""Front ends over the commands: the CLI, the worker process runner, the MRML scene helpers."""

@@ -1,0 +1,1 @@
+"""Prediction on the original grid, metrics, per-subject membership signals and the audit."""
