@@ -182,8 +182,13 @@ def prepare_sample(
     policy: LabelPolicy | None,
     preprocessing: Preprocessing,
     box: Box | None = None,
+    class_ids: np.ndarray | None = None,
 ) -> PreparedSample:
-    """Crop, resize and normalise one subject (``box`` overrides the foreground box)."""
+    """Crop, resize and normalise one subject (``box`` overrides the foreground box).
+
+    ``class_ids`` (D, H, W), when given, is ``policy.apply(volumes.raw_label)`` computed once
+    by the caller (a sample source re-cropping the same subject), so it is not recomputed.
+    """
     grid = volumes.grid_shape
     if box is None:
         box = (
@@ -202,7 +207,12 @@ def prepare_sample(
     image = _normalise(resized)
     target = None
     if policy is not None and volumes.raw_label is not None:
-        classes = torch.from_numpy(policy.apply(_crop(volumes.raw_label, box)))
+        cropped_classes = (
+            policy.apply(_crop(volumes.raw_label, box))
+            if class_ids is None
+            else np.ascontiguousarray(_crop(class_ids, box))
+        )
+        classes = torch.from_numpy(cropped_classes)
         size = (
             network_output_shape(preprocessing.input_size)
             if preprocessing.target_grid == "output"

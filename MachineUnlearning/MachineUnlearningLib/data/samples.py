@@ -1,6 +1,11 @@
 """In-memory source of network-ready samples for a set of subjects.
 
-Volumes are read once; deterministic samples (no crop jitter) are prepared once and cached.
+Every subject is read and preprocessed once per run: volumes are read when the source is made,
+a subject's deterministic sample (no crop jitter; what evaluation, the strategies' mechanics and
+every recipe without jitter use) is prepared on first use and cached. With crop jitter each
+training visit draws a new box, so the crop, resize and normalisation of that box are redone
+(that is the augmentation); what does not depend on the box is cached: the head's foreground
+box (a percentile per channel over the whole volume) and the label-policy class ids.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class SampleSource:
         }
         self._cache: dict[str, PreparedSample] = {}
         self._boxes: dict[str, tuple[int, ...]] = {}
+        self._class_ids: dict[str, np.ndarray | None] = {}
 
     def sample(self, subject_id: str, rng: np.random.Generator | None = None) -> PreparedSample:
         """The prepared sample; with ``rng`` and crop jitter on, a freshly jittered crop."""
@@ -50,7 +56,16 @@ class SampleSource:
             if subject_id not in self._boxes:
                 self._boxes[subject_id] = foreground_box(volumes.image)
             box = jitter_box(self._boxes[subject_id], volumes.grid_shape, jitter, rng)
-            return prepare_sample(volumes, self.policy, self.preprocessing, box=box)
+            if subject_id not in self._class_ids:
+                raw = volumes.raw_label
+                self._class_ids[subject_id] = None if raw is None else self.policy.apply(raw)
+            return prepare_sample(
+                volumes,
+                self.policy,
+                self.preprocessing,
+                box=box,
+                class_ids=self._class_ids[subject_id],
+            )
         if subject_id not in self._cache:
             self._cache[subject_id] = prepare_sample(volumes, self.policy, self.preprocessing)
         return self._cache[subject_id]

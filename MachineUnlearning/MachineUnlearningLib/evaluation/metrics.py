@@ -211,15 +211,30 @@ def _hd95_of_masks(a: np.ndarray, b: np.ndarray, spacing: np.ndarray) -> float |
     """HD95 in mm between two boolean (D, H, W) masks; None if either is empty."""
     if not a.any() or not b.any():
         return None
-    from scipy.spatial import cKDTree
-
     # Boundary voxel indices (N, 3) in (z, y, x) order -> physical points in mm. The origin and
     # direction of the image do not matter: distances are invariant to them.
-    points_a = np.argwhere(_challenge_boundary(a)) * spacing
-    points_b = np.argwhere(_challenge_boundary(b)) * spacing
-    d_a_to_b = cKDTree(points_b).query(points_a, k=1)[0]
-    d_b_to_a = cKDTree(points_a).query(points_b, k=1)[0]
+    boundary_a, boundary_b = _challenge_boundary(a), _challenge_boundary(b)
+    points_a = np.argwhere(boundary_a) * spacing
+    points_b = np.argwhere(boundary_b) * spacing
+    # A boundary voxel of both masks is at distance 0 from the other: only the rest is queried
+    # (same distances, so the same percentiles; a good prediction shares many boundary voxels).
+    shared = boundary_a & boundary_b
+    d_a_to_b = _nearest_distances(points_a, points_b, shared[boundary_a])
+    d_b_to_a = _nearest_distances(points_b, points_a, shared[boundary_b])
     return float(max(np.percentile(d_a_to_b, 95), np.percentile(d_b_to_a, 95)))
+
+
+def _nearest_distances(
+    points: np.ndarray, others: np.ndarray, known_zero: np.ndarray
+) -> np.ndarray:
+    """Euclidean distance of each of ``points`` (N, 3) to its nearest of ``others`` (M, 3);
+    ``known_zero`` (N,) marks points that are themselves among ``others``."""
+    from scipy.spatial import cKDTree
+
+    distances = np.zeros(len(points))
+    if not known_zero.all():
+        distances[~known_zero] = cKDTree(others).query(points[~known_zero], k=1, workers=-1)[0]
+    return distances
 
 
 def hd95_per_class(
@@ -392,10 +407,12 @@ def evaluate_subject(
     spacing_mm: Sequence[float],
     num_classes: int,
     with_surface: bool = True,
+    prediction: np.ndarray | None = None,
 ) -> SubjectMetrics:
     """All metrics of one subject from its softmax output.
 
-    The prediction is argmax of ``probabilities`` over the class axis. Dice and VS are always
+    The prediction is argmax of ``probabilities`` over the class axis (or ``prediction``, when
+    the caller already has that argmax, so it is not computed twice). Dice and VS are always
     computed (they share one pass of voxel counts); HD95 only when ``with_surface`` (it costs
     an erosion and two KD-tree queries per class), else ``hd95_mm`` is None.
 
@@ -407,6 +424,7 @@ def evaluate_subject(
         spacing_mm: (sz, sy, sx) in mm.
         num_classes: C; must equal probabilities.shape[0].
         with_surface: compute HD95.
+        prediction: ``argmax(probabilities, axis=0)``, shape (D, H, W), if already computed.
 
     Raises:
         ValueError: inconsistent shapes or class counts.
@@ -418,7 +436,9 @@ def evaluate_subject(
         raise ValueError(
             f"probabilities must have shape (C={num_classes}, D, H, W); got {probabilities.shape}."
         )
-    pred = np.argmax(probabilities, axis=0)
+    pred = np.argmax(probabilities, axis=0) if prediction is None else prediction
+    if pred.shape != probabilities.shape[1:]:
+        raise ValueError(f"prediction shape {pred.shape} differs from {probabilities.shape[1:]}.")
     pred, truth = _label_pair(pred, truth, num_classes)
     n_truth, n_pred, n_both = _class_counts(pred, truth, num_classes)
     dice = _dice_from_counts(n_truth, n_pred, n_both)

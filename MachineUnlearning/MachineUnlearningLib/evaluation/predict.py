@@ -3,7 +3,10 @@
 Predictions follow the MedicalNet test pipeline: preprocess, softmax on the output grid, resize
 the probabilities (trilinear) back to the crop box on the original grid, argmax there. Metrics
 (``metrics.py``) are computed on that original grid, so they are comparable with the
-MRBrainS18 challenge's.
+MRBrainS18 challenge's; every evaluation (including the stopping rule's per-epoch one) uses it,
+no cheaper grid. What keeps it cheap: inputs are the source's cached samples, the argmax is
+taken once and only inside the crop box, and predictions are kept in memory as uint8 maps
+(the commands write them as NIfTI once, at the end).
 """
 
 from __future__ import annotations
@@ -69,6 +72,22 @@ def predict_probabilities(
     return restore_probabilities(probabilities, sample)
 
 
+def argmax_on_grid(probabilities: torch.Tensor, box: tuple[int, ...]) -> np.ndarray:
+    """``argmax(probabilities, axis=0)`` as (D, H, W) uint8, computed inside the crop ``box``
+    only: outside it the restored probabilities are background with probability 1, whose
+    argmax is 0. Ties go to the lower class, as ``np.argmax``'s first maximum."""
+    z0, z1, y0, y1, x0, x1 = box
+    inside = probabilities[:, z0:z1, y0:y1, x0:x1]
+    best, label = inside[0].clone(), torch.zeros(inside.shape[1:], dtype=torch.uint8)
+    for c in range(1, inside.shape[0]):
+        higher = inside[c] > best
+        label[higher] = c
+        torch.maximum(best, inside[c], out=best)
+    labels = np.zeros(probabilities.shape[1:], dtype=np.uint8)
+    labels[z0:z1, y0:y1, x0:x1] = label.numpy()
+    return labels
+
+
 def evaluate_model(
     model: torch.nn.Module,
     source: SampleSource,
@@ -81,11 +100,14 @@ def evaluate_model(
 ) -> Evaluation:
     """Score ``model`` on every subject in ``roles`` (subject id -> role).
 
-    ``keep_predictions`` names the subjects whose argmax maps are kept in the result.
+    ``keep_predictions`` names the subjects whose argmax maps are kept in the result. Each
+    subject's input is the source's cached sample; its argmax is computed once (inside the
+    crop box) and serves the metrics and the kept prediction.
     """
     results, predictions, signals = [], {}, []
     for subject_id, role in roles.items():
         probabilities = predict_probabilities(model, source, subject_id, device)
+        labels = argmax_on_grid(probabilities, source.sample(subject_id).box)
         volumes = source.volumes[subject_id]
         truth = class_targets_on_grid(volumes, source.policy)
         scored = evaluate_subject(
@@ -96,11 +118,12 @@ def evaluate_model(
             volumes.spacing_mm,
             source.policy.num_classes,
             with_surface=with_surface,
+            prediction=labels,
         )
         results.append(scored)
         signals.append(subject_signals(subject_id, role, probabilities, truth, scored.mean_dice))
         if subject_id in keep_predictions:
-            predictions[subject_id] = probabilities.argmax(0).numpy().astype(np.uint8)
+            predictions[subject_id] = labels
     return Evaluation(
         model=model_name, epoch=epoch, subjects=results, predictions=predictions, signals=signals
     )
