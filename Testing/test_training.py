@@ -135,3 +135,83 @@ def test_gradient_ascent_stays_finite_and_bounded(a_tiny_source):
     losses = np.array([e["loss"] for e in history.epochs])
     assert np.isfinite(losses).all()
     assert (-losses <= 2 * np.log(4) + 1e-6).all()  # capped at 2 ln C
+
+
+def test_a_batch_of_mixed_steps_takes_the_mean_of_their_own_losses(a_tiny_source):
+    """Batch size 2 with a capped KL-ascent step and a task+KL step in one forward pass: the
+    update equals the mean of each step's own gradient (its loss kind, teacher, weight and
+    cap), computed here one sample at a time. BatchNorm is frozen so samples are independent."""
+    import copy
+
+    from MachineUnlearningLib.training.loop import step_loss
+
+    teacher = a_tiny_model(seed=1).eval()
+    steps = [
+        Step("070", weight=-1.0, loss="kl", teacher="t"),
+        Step("1", weight=0.5, loss="task+kl", teacher="t"),
+    ]
+    cap = 0.5 * _kl_of(a_tiny_model(), teacher, a_tiny_source, "070")  # the ascent step is capped
+    settings = config(
+        epochs=1,
+        optimizer="sgd",
+        learning_rate=0.1,
+        momentum=0.0,
+        grad_clip_norm=None,
+        batch_size=2,
+        batchnorm="frozen",
+        ascent_cap=cap,
+        loss="dice-ce",
+    )
+    reference = a_tiny_model().eval()
+    gradients = []
+    for step in steps:
+        sample = a_tiny_source.sample(step.subject_id)
+        x, y = sample.image[None], sample.target[None]
+        model = copy.deepcopy(reference)
+        with torch.no_grad():
+            teacher_logits = teacher(x)
+        loss = step_loss(step, model(x), y, teacher_logits, settings)
+        if step.weight < 0:
+            loss = loss.clamp(max=cap)
+        (step.weight * loss).backward()
+        gradients.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    trained = a_tiny_model()
+    train(
+        trained,
+        a_tiny_source,
+        lambda epoch, rng: list(steps),
+        settings,
+        CPU,
+        CollectingSink(),
+        teachers={"t": teacher},
+    )
+    before = dict(reference.named_parameters())
+    for name, parameter in trained.named_parameters():
+        mean = (gradients[0][name] + gradients[1][name]) / 2
+        expected = before[name] - 0.1 * mean
+        assert torch.allclose(parameter, expected, rtol=1e-5, atol=1e-7), name
+    assert any(torch.count_nonzero(g) for g in gradients[1].values())
+    assert not any(torch.count_nonzero(g) for g in gradients[0].values())  # capped: no gradient
+
+
+def _kl_of(model, teacher, source, subject_id):
+    from MachineUnlearningLib.training.losses import voxel_kl
+
+    sample = source.sample(subject_id)
+    model.eval()
+    with torch.no_grad():
+        x = sample.image[None]
+        return voxel_kl(model(x), teacher(x), sample.target[None]).item()
+
+
+def test_batches_of_two_train_with_batchnorm_in_training_mode(a_tiny_source):
+    history = train(
+        a_tiny_model(),
+        a_tiny_source,
+        every_subject,
+        config(epochs=8, batch_size=2),
+        CPU,
+        CollectingSink(),
+    )
+    assert [e["steps"] for e in history.epochs] == [2] * 8  # 3 subjects -> batches of 2 and 1
+    assert history.epochs[-1]["loss"] < 0.7 * history.epochs[0]["loss"]

@@ -281,7 +281,9 @@ def test_stopping_rule_evaluates_every_epoch_and_stops_only_when_met(
         audit = json.loads((output / "audit.json").read_text())
         assert audit["unlearned"]["overall"] == "indistinguishable"
         assert "(tolerance 0.5)" in stopped[0]["detail"]
-        assert len(epochs) < 4
+        # the rule may be met at the last epoch too: evaluation ends at the stop
+        assert stopped[0]["detail"].startswith(f"stopped at epoch {epochs[-1]}:")
+        assert len(epochs) <= 4
     else:
         assert len(epochs) == 4
         assert any(e.kind == "warning" and "never met" in e["message"] for e in events)

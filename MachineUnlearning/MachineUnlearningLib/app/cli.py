@@ -4,11 +4,16 @@ Run commands take flags or ``--job job.json``; ``--events`` switches the output 
 event per line (what the Slicer module reads). Heavy libraries are imported only once a command
 runs, so ``--help`` is instant. Exit codes: 0 ok, 1 failure, 2 invalid input, 3 cancelled,
 4 out of memory.
+
+``torchrun --nproc_per_node=N -m MachineUnlearningLib train|retrain|unlearn ...`` runs one
+command on N processes (``training/distributed.py``); every process but rank 0 is silent (no
+events, no progress; a crash still prints its traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -260,14 +265,52 @@ def _run(args: argparse.Namespace, sink: EventSink) -> dict:
     from MachineUnlearningLib.commands import run_job
 
     job = job_from_args(args)
-    sink.emit("started", command=job.command, job=job.to_dict())
-    return run_job(job, sink)
+    if _process_rank() is not None and job.command not in DISTRIBUTED_COMMANDS:
+        from MachineUnlearningLib.runtime.errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"{job.command}: runs in one process; torchrun runs "
+            f"{', '.join(DISTRIBUTED_COMMANDS)} only.",
+            hint=f"Run 'machine-unlearning {job.command} ...' without torchrun.",
+        )
+    if _process_rank() is None:
+        sink.emit("started", command=job.command, job=job.to_dict())
+        return run_job(job, sink)
+    from MachineUnlearningLib.training import distributed
+
+    with distributed.session(job.device):
+        sink.emit("started", command=job.command, job=job.to_dict())
+        return run_job(job, sink)
+
+
+DISTRIBUTED_COMMANDS = ("train", "retrain", "unlearn")
+
+
+class SilentSink:
+    """The sink of every torchrun process but rank 0: rank 0 alone reports."""
+
+    def emit(self, event: str, **fields) -> None:
+        pass
+
+
+def _process_rank() -> int | None:
+    """This process's rank in a multi-process run (torchrun's ``RANK`` / ``WORLD_SIZE``, or a
+    process group the caller set up already); None in a plain one-process run."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            return dist.get_rank()
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     events = getattr(args, "events", False)
     sink: EventSink = JsonLinesSink(sys.stdout) if events else HumanSink(sys.stderr)
+    if (_process_rank() or 0) != 0:
+        sink = SilentSink()
     try:
         outputs = _run(args, sink)
     except MachineUnlearningError as exc:

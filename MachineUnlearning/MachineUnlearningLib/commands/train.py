@@ -1,4 +1,8 @@
-"""``train`` (every training subject) and ``retrain`` (the retain subjects only)."""
+"""``train`` (every training subject) and ``retrain`` (the retain subjects only).
+
+Under torchrun every process trains (``training/distributed.py``); only rank 0 creates the
+output folder, evaluates and writes the checkpoint and metrics.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +25,11 @@ from MachineUnlearningLib.data.samples import SampleSource
 from MachineUnlearningLib.evaluation.predict import evaluate_model
 from MachineUnlearningLib.model.checkpoint import load_pretrained_backbone, save_checkpoint
 from MachineUnlearningLib.model.resnet import MedicalNetSegmentation
-from MachineUnlearningLib.runtime.device import resolve_device
 from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.runtime.events import EventSink
 from MachineUnlearningLib.runtime.files import write_json
 from MachineUnlearningLib.runtime.jobs import JobSpec
+from MachineUnlearningLib.training import distributed
 from MachineUnlearningLib.training.loop import train
 from MachineUnlearningLib.training.recipes import Recipe, resolve_recipe
 from MachineUnlearningLib.training.steps import Step
@@ -59,8 +63,9 @@ def train_baseline(job: JobSpec, sink: EventSink) -> dict[str, str]:
         overrides["learning_rate"] = job.learning_rate
     overrides["seed"] = job.seed
     recipe = dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, **overrides))
-    output = prepare_output(job)
-    device = resolve_device(job.device)
+    group = distributed.current()
+    output = prepare_output(job) if group.is_main else Path(job.output)
+    device = group.device(job.device)
     subjects = discover_cohort(job.cohort)
     roles = resolve_roles(subjects, job)
     train_ids = roles.retain if job.command == "retrain" else roles.retain + roles.forget
@@ -99,6 +104,8 @@ def train_baseline(job: JobSpec, sink: EventSink) -> dict[str, str]:
     started = time.monotonic()
     history = train(model, source, plan, recipe.training, device, sink, job.cancel_path)
     seconds = time.monotonic() - started
+    if not group.is_main:
+        return {}
     sink.emit("phase", name="evaluate", detail=f"{len(eval_roles)} subjects")
     evaluation = evaluate_model(
         model,
@@ -126,6 +133,7 @@ def train_baseline(job: JobSpec, sink: EventSink) -> dict[str, str]:
                 "steps": history.steps,
                 "seconds": round(seconds, 2),
                 "device": str(device),
+                "world_size": group.world_size,
                 "seed": job.seed,
                 "pretrained_backbone": Path(job.checkpoint).name if job.checkpoint else None,
             }

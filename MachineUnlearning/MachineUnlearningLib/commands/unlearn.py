@@ -7,6 +7,9 @@ output atomically. A preset that does not train (``Strategy.trains`` False, e.g.
 evaluated once after its surgery, as the ``unlearned`` model at epoch 0 (epochs count training
 epochs). Nothing is written under its final name before training has finished, so a cancelled
 run leaves only ``job.json``.
+
+Under torchrun every process prepares the strategy and trains (``training/distributed.py``);
+rank 0 alone evaluates (the original, the asked epochs, the stopping rule) and writes.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from MachineUnlearningLib.outputs.record import (
     record_to_markdown,
     write_record,
 )
-from MachineUnlearningLib.runtime.device import resolve_device
+from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.runtime.events import EventSink
 from MachineUnlearningLib.runtime.files import write_json
 from MachineUnlearningLib.runtime.jobs import JobSpec
@@ -47,6 +50,7 @@ from MachineUnlearningLib.strategies.plan import build_plan
 from MachineUnlearningLib.strategies.preparation import prepare
 from MachineUnlearningLib.strategies.surgery import DECODER_PREFIXES
 from MachineUnlearningLib.strategies.targets import TargetMaker
+from MachineUnlearningLib.training import distributed
 from MachineUnlearningLib.training.loop import TrainingConfig, TrainingHistory, train
 
 PAPER_EVAL_EPOCHS = (20, 50)
@@ -88,8 +92,14 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
     if job.learning_rate is not None and strategy.trains:
         given["learning_rate"] = job.learning_rate
     params = strategy.resolve(given)
-    output = prepare_output(job)
-    device = resolve_device(job.device)
+    group = distributed.current()
+    if group.active and job.reference == "auto":
+        raise InvalidInputError(
+            "reference: 'auto' would retrain inside a multi-process run.",
+            hint="Retrain first (torchrun ... retrain --forget ...) and pass --reference PATH.",
+        )
+    output = prepare_output(job) if group.is_main else Path(job.output)
+    device = group.device(job.device)
     loaded, preprocessing = load_model_for_job(job, device)
     meta = loaded.metadata
     policy = get_label_policy(meta["label_policy"])
@@ -111,13 +121,15 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
     )
     all_ids = tuple(role_of)
 
-    sink.emit("phase", name="evaluate", detail="original model")
-    original = evaluate_model(
-        loaded.model, source, role_of, device, "original", 0, keep_predictions=all_ids
-    )
-    emit_metrics(sink, original)
+    original = None  # rank 0 alone evaluates
+    if group.is_main:
+        sink.emit("phase", name="evaluate", detail="original model")
+        original = evaluate_model(
+            loaded.model, source, role_of, device, "original", 0, keep_predictions=all_ids
+        )
+        emit_metrics(sink, original)
     reference = None  # (evaluation, checkpoint path) of the retrain-from-scratch reference
-    if job.reference:
+    if job.reference and group.is_main:
         reference = evaluate_reference(job, meta, source, role_of, device, sink)
         emit_metrics(sink, reference[0])
 
@@ -140,7 +152,7 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
     evaluations: list[Evaluation] = []
 
     stop_rule = job.stop_when_indistinguishable
-    if stop_rule:
+    if stop_rule and group.is_main:
         privacy_audit(original, "original")  # fails early (exit 2) without >= 2 held-out
     stop_reason: list[str] = []
 
@@ -203,7 +215,10 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
         )
     else:
         history = TrainingHistory()
-        on_epoch_end(0)
+        if group.is_main:
+            on_epoch_end(0)
+    if not group.is_main:
+        return {}
 
     sink.emit("phase", name="write", detail=str(output))
     outputs: dict[str, str] = {}
@@ -224,6 +239,7 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
         "steps": history.steps,
         "seconds": round(history.seconds, 2),
         "device": str(device),
+        "world_size": group.world_size,
         "seed": job.seed,
         "encoder_reinitialised_with_seed": job.seed if strategy.reinit_encoder else None,
         "stopped_early_at": history.stopped_early_at,

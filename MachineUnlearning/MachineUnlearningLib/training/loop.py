@@ -15,6 +15,12 @@ A negative weight is gradient ascent, bounded: the per-sample loss is capped at 
 ``grad_clip_norm``. A non-finite loss stops the run with TrainingDivergedError. An optional
 ``after_step(model)`` runs after every optimiser step (e.g. to restore weights a strategy keeps
 fixed); the loop has no strategy-specific branch.
+
+A batch (``batch_size`` > 1) stacks its steps' inputs into one forward pass; each step keeps its
+own target, loss kind, teacher, weight and ascent cap, and the batch's loss is the mean of the
+weighted per-step losses. Under torchrun the same loop runs on every process
+(``training/distributed.py``): each rank takes its share of every batch, DDP averages the
+gradients, and only rank 0 runs ``on_epoch_end``.
 """
 
 from __future__ import annotations
@@ -27,9 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from MachineUnlearningLib.data.labels import IGNORE_INDEX
 from MachineUnlearningLib.data.samples import SampleSource
 from MachineUnlearningLib.runtime.device import translate_out_of_memory
 from MachineUnlearningLib.runtime.errors import (
@@ -39,7 +43,8 @@ from MachineUnlearningLib.runtime.errors import (
 )
 from MachineUnlearningLib.runtime.events import EventSink
 from MachineUnlearningLib.runtime.options import look_up_option
-from MachineUnlearningLib.training.losses import on_label_grid, voxel_kl
+from MachineUnlearningLib.training import distributed
+from MachineUnlearningLib.training.losses import task_loss, voxel_kl
 from MachineUnlearningLib.training.steps import TARGETS_TRUE, Plan, Step
 
 OPTIMIZERS = ("sgd", "adam")
@@ -61,7 +66,8 @@ class TrainingConfig:
         weight_decay: L2 weight decay.
         schedule: ``constant`` or ``exponential`` (MedicalNet: gamma 0.99 per epoch).
         gamma: decay factor of the exponential schedule.
-        batch_size: samples per optimiser step (MedicalNet: 1).
+        batch_size: samples per optimiser step, over all processes of a torchrun run
+            (MedicalNet: 1).
         loss: ``ce`` (cross-entropy, ignore -1) or ``dice-ce`` (+ MONAI masked soft Dice).
         ascent_cap: cap in nats on a gradient-ascent sample's loss; None = ln(C) x 2.
         grad_clip_norm: global gradient-norm clip; None = off.
@@ -149,7 +155,7 @@ def build_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.opt
 
 
 def sample_loss(logits: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
-    """Loss of one sample.
+    """Loss of one sample (``losses.task_loss``).
 
     Args:
         logits: (1, C, d, h, w).
@@ -158,17 +164,7 @@ def sample_loss(logits: torch.Tensor, target: torch.Tensor, loss: str) -> torch.
     Returns:
         scalar tensor (nats for ``ce``).
     """
-    logits = on_label_grid(logits, target)
-    ce = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
-    if loss == "ce":
-        return ce
-    from monai.losses import MaskedDiceLoss
-
-    mask = (target != IGNORE_INDEX)[:, None].float()
-    dice = MaskedDiceLoss(softmax=True, to_onehot_y=True, include_background=False)(
-        logits.float(), target.clamp_min(0)[:, None], mask=mask
-    )
-    return ce + dice
+    return task_loss(logits, target, loss)
 
 
 def step_loss(
@@ -211,11 +207,24 @@ def train(
     are moved to ``device``, put in eval mode and only run under ``no_grad`` on the step's
     input, so neither their weights nor their BatchNorm statistics change. ``after_step(model)``
     is called after every optimiser step.
+
+    In a torchrun run (``distributed.current().active``) every rank calls this with the same
+    arguments; ``on_epoch_end`` runs on rank 0 only and its answer is broadcast, and the
+    cancel file stops every rank at the same step once any rank sees it.
     """
+    group = distributed.current()
+    if group.world_size > config.batch_size:
+        raise InvalidInputError(
+            f"batch_size: {config.batch_size} leaves processes idle in a run of "
+            f"{group.world_size} processes.",
+            hint=f"Use a batch size of at least {group.world_size} (e.g. --set batch_size="
+            f"{group.world_size} or --param batch_size={group.world_size}).",
+        )
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device)
+    model = distributed.use_sync_batchnorm(model, device)
     frozen_modules = _freeze(model, frozen_prefixes)
     if config.batchnorm == "frozen":
         frozen_modules = _batchnorm_modules(model, prefixes=("",))
@@ -223,6 +232,7 @@ def train(
     for teacher in teachers.values():
         teacher.to(device).eval()
     optimizer = build_optimizer(model, config)
+    network = group.wrap(model, device)
     scheduler = (
         torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.gamma)
         if config.schedule == "exponential"
@@ -250,11 +260,11 @@ def train(
             module.eval()
         losses = []
         for index, batch in enumerate(batches, start=1):
-            if cancel_path is not None and cancel_path.exists():
+            if group.any(cancel_path is not None and cancel_path.exists()):
                 raise CancelledError(f"cancelled at epoch {epoch}, step {index}.")
             with translate_out_of_memory(phase):
                 value = _optimiser_step(
-                    model,
+                    network,
                     source,
                     batch,
                     config,
@@ -267,6 +277,7 @@ def train(
                     generator,
                     ascent_cap,
                     teachers,
+                    group,
                 )
             if not math.isfinite(value):
                 raise TrainingDivergedError(
@@ -301,7 +312,9 @@ def train(
                 "steps": len(batches),
             }
         )
-        if on_epoch_end is not None and on_epoch_end(epoch):
+        if on_epoch_end is not None and group.from_main(
+            bool(on_epoch_end(epoch)) if group.is_main else False
+        ):
             history.stopped_early_at = epoch
             break
     history.seconds = time.monotonic() - started
@@ -309,7 +322,7 @@ def train(
 
 
 def _optimiser_step(
-    model,
+    network,
     source,
     batch,
     config,
@@ -322,36 +335,55 @@ def _optimiser_step(
     generator,
     ascent_cap,
     teachers,
+    group,
 ) -> float:
+    """One optimiser step over ``batch``; returns the batch's mean weighted loss (all ranks).
+
+    Every step's sample and target are drawn, in order, on every rank (so the random streams
+    match a one-process run); only this rank's share is stacked and run.
+    """
     optimizer.zero_grad(set_to_none=True)
-    images, targets = [], []
-    for step in batch:
+    mine = group.shard(len(batch))
+    images, targets, local = [], [], []
+    for i, step in enumerate(batch):
         sample = source.sample(step.subject_id, rng)
         target = target_maker(step, sample.target, rng, generator)
-        images.append(sample.image)
-        targets.append(target)
-    x = torch.stack(images).to(device)
-    y = torch.stack(targets).to(device)
+        input_shape = sample.image.shape
+        if i in mine:
+            images.append(sample.image)
+            targets.append(target)
+            local.append(step)
+    if local:
+        # one sample: a view, not a copy (torch.stack always copies)
+        x = images[0][None] if len(images) == 1 else torch.stack(images)
+        y = targets[0][None] if len(targets) == 1 else torch.stack(targets)
+        x, y = x.to(device), y.to(device)
+    else:  # a short last batch leaves this rank nothing: an empty batch keeps DDP in step
+        x = torch.empty((0, *input_shape), device=device)
     with torch.autocast(device_type=device.type, enabled=use_amp):
-        logits = model(x)
+        logits = network(x)
         with torch.no_grad():
-            references = {name: teachers[name](x) for name in {s.teacher for s in batch} - {None}}
-    total = torch.zeros((), device=device)
-    for i, step in enumerate(batch):
+            references = {name: teachers[name](x) for name in {s.teacher for s in local} - {None}}
+    # an empty batch still needs a graph through every parameter for DDP's gradient mean
+    total = torch.zeros((), device=device) if local else logits.sum() * 0.0
+    for i, step in enumerate(local):
         reference = references[step.teacher][i : i + 1] if step.teacher is not None else None
         loss = step_loss(step, logits[i : i + 1], y[i : i + 1], reference, config)
         if step.weight < 0:
             loss = loss.clamp(max=ascent_cap)
         total = total + step.weight * loss
-    total = total / len(batch)
+    # DDP averages gradients over ranks: N / len(batch) makes that the batch mean
+    total = total * group.world_size / len(batch)
     value = float(total.detach())
+    if group.active:
+        value = group.sum(value) / group.world_size
     if not math.isfinite(value):
         return value
     scaler.scale(total).backward()
     if config.grad_clip_norm is not None:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], config.grad_clip_norm
+            [p for p in network.parameters() if p.requires_grad], config.grad_clip_norm
         )
     scaler.step(optimizer)
     scaler.update()
