@@ -7,7 +7,7 @@ runs, so ``--help`` is instant. Exit codes: 0 ok, 1 failure, 2 invalid input, 3 
 
 ``torchrun --nproc_per_node=N -m MachineUnlearningLib train|retrain|unlearn ...`` runs one
 command on N processes (``training/distributed.py``); every process but rank 0 is silent (no
-events, no progress; a crash still prints its traceback).
+events, no progress), except that an error or a crash is still printed.
 """
 
 from __future__ import annotations
@@ -287,10 +287,16 @@ DISTRIBUTED_COMMANDS = ("train", "retrain", "unlearn")
 
 
 class SilentSink:
-    """The sink of every torchrun process but rank 0: rank 0 alone reports."""
+    """The sink of every torchrun process but rank 0: rank 0 alone reports progress, metrics
+    and outputs; an error is still printed (one line, with the rank), because torchrun stops
+    every process as soon as one fails, possibly before rank 0 has printed its own."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
 
     def emit(self, event: str, **fields) -> None:
-        pass
+        if event == "error":
+            print(f"error (rank {self.rank}): {fields.get('message')}", file=sys.stderr)
 
 
 def _process_rank() -> int | None:
@@ -309,8 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     events = getattr(args, "events", False)
     sink: EventSink = JsonLinesSink(sys.stdout) if events else HumanSink(sys.stderr)
-    if (_process_rank() or 0) != 0:
-        sink = SilentSink()
+    rank = _process_rank() or 0
+    if rank != 0:
+        sink = SilentSink(rank)
     try:
         outputs = _run(args, sink)
     except MachineUnlearningError as exc:

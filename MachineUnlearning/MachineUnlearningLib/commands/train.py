@@ -64,6 +64,7 @@ def train_baseline(job: JobSpec, sink: EventSink) -> dict[str, str]:
     overrides["seed"] = job.seed
     recipe = dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, **overrides))
     group = distributed.current()
+    group.check_batch_size(recipe.training.batch_size)
     output = prepare_output(job) if group.is_main else Path(job.output)
     device = group.device(job.device)
     subjects = discover_cohort(job.cohort)
@@ -132,7 +133,7 @@ def train_baseline(job: JobSpec, sink: EventSink) -> dict[str, str]:
                 "epochs": history.epochs,
                 "steps": history.steps,
                 "seconds": round(seconds, 2),
-                "device": str(device),
+                "device": distributed.device_label(device),
                 "world_size": group.world_size,
                 "seed": job.seed,
                 "pretrained_backbone": Path(job.checkpoint).name if job.checkpoint else None,

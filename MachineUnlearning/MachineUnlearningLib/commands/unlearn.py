@@ -98,6 +98,8 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
             "reference: 'auto' would retrain inside a multi-process run.",
             hint="Retrain first (torchrun ... retrain --forget ...) and pass --reference PATH.",
         )
+    if strategy.trains:
+        group.check_batch_size(params["batch_size"])
     output = prepare_output(job) if group.is_main else Path(job.output)
     device = group.device(job.device)
     loaded, preprocessing = load_model_for_job(job, device)
@@ -238,7 +240,7 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
         "epochs": history.epochs,
         "steps": history.steps,
         "seconds": round(history.seconds, 2),
-        "device": str(device),
+        "device": distributed.device_label(device),
         "world_size": group.world_size,
         "seed": job.seed,
         "encoder_reinitialised_with_seed": job.seed if strategy.reinit_encoder else None,

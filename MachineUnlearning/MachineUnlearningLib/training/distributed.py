@@ -66,6 +66,17 @@ class Distributed:
     def active(self) -> bool:
         return self.world_size > 1
 
+    def check_batch_size(self, batch_size: int) -> None:
+        """Refuse a global batch smaller than the world (some rank would never have a sample)."""
+        if self.world_size > batch_size:
+            raise InvalidInputError(
+                f"batch_size: {batch_size} leaves processes idle in a run of "
+                f"{self.world_size} processes.",
+                hint=f"Use a batch size of at least {self.world_size} (--set batch_size="
+                f"{self.world_size} for train/retrain, --param batch_size={self.world_size} "
+                "for unlearn).",
+            )
+
     def shard(self, batch_length: int) -> range:
         """Indices of a global batch of ``batch_length`` steps that this rank takes."""
         return range(self.rank, batch_length, self.world_size)
@@ -115,6 +126,13 @@ class Distributed:
             )
         chosen = resolve_device(name)
         return torch.device("cuda", self.local_rank) if chosen.type == "cuda" else chosen
+
+
+def device_label(device: torch.device) -> str:
+    """The device as a checkpoint records it: ``str(device)`` in a one-process run; the device
+    type in a multi-process one (every rank has its own GPU), so the record matches the
+    one-process run's ``cuda`` / ``cpu``."""
+    return device.type if current().active else str(device)
 
 
 def current() -> Distributed:

@@ -51,6 +51,7 @@ OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("ce", "dice-ce")
 SCHEDULES = ("constant", "exponential")
 BATCHNORM_MODES = ("train", "frozen")
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class TrainingConfig:
         ascent_cap: cap in nats on a gradient-ascent sample's loss; None = ln(C) x 2.
         grad_clip_norm: global gradient-norm clip; None = off.
         amp: CUDA automatic mixed precision (ignored on CPU).
+        amp_dtype: ``float16`` (PyTorch's CUDA autocast default, with a gradient scaler) or
+            ``bfloat16`` (no scaler needed: bf16 has float32's exponent range).
         seed: seeds torch and every random choice of the run.
         kl_weight: weight of the KL term of ``task+kl`` steps (SCRUB's alpha).
         kl_temperature: softmax temperature of the KL-to-teacher losses (1 = plain softmax).
@@ -93,6 +96,7 @@ class TrainingConfig:
     ascent_cap: float | None = None
     grad_clip_norm: float | None = 5.0
     amp: bool = True
+    amp_dtype: str = "float16"
     seed: int = 0
     kl_weight: float = 1.0
     kl_temperature: float = 1.0
@@ -103,6 +107,7 @@ class TrainingConfig:
         look_up_option(self.loss, LOSSES, "loss")
         look_up_option(self.schedule, SCHEDULES, "schedule")
         look_up_option(self.batchnorm, BATCHNORM_MODES, "batchnorm")
+        look_up_option(self.amp_dtype, AMP_DTYPES, "amp_dtype")
         if self.epochs < 1 or self.batch_size < 1:
             raise InvalidInputError("epochs and batch_size must be >= 1.")
         if not self.learning_rate > 0:
@@ -213,13 +218,7 @@ def train(
     cancel file stops every rank at the same step once any rank sees it.
     """
     group = distributed.current()
-    if group.world_size > config.batch_size:
-        raise InvalidInputError(
-            f"batch_size: {config.batch_size} leaves processes idle in a run of "
-            f"{group.world_size} processes.",
-            hint=f"Use a batch size of at least {group.world_size} (e.g. --set batch_size="
-            f"{group.world_size} or --param batch_size={group.world_size}).",
-        )
+    group.check_batch_size(config.batch_size)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -238,8 +237,8 @@ def train(
         if config.schedule == "exponential"
         else None
     )
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    autocast_dtype = AMP_DTYPES[config.amp_dtype] if config.amp and device.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
     num_classes = source.policy.num_classes
     ascent_cap = config.ascent_cap if config.ascent_cap is not None else 2 * math.log(num_classes)
     history = TrainingHistory()
@@ -271,7 +270,7 @@ def train(
                     device,
                     optimizer,
                     scaler,
-                    use_amp,
+                    autocast_dtype,
                     target_maker,
                     rng,
                     generator,
@@ -329,7 +328,7 @@ def _optimiser_step(
     device,
     optimizer,
     scaler,
-    use_amp,
+    autocast_dtype,
     target_maker,
     rng,
     generator,
@@ -360,7 +359,10 @@ def _optimiser_step(
         x, y = x.to(device), y.to(device)
     else:  # a short last batch leaves this rank nothing: an empty batch keeps DDP in step
         x = torch.empty((0, *input_shape), device=device)
-    with torch.autocast(device_type=device.type, enabled=use_amp):
+    autocast = torch.autocast(
+        device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+    )
+    with autocast:
         logits = network(x)
         with torch.no_grad():
             references = {name: teachers[name](x) for name in {s.teacher for s in local} - {None}}

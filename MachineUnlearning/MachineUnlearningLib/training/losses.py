@@ -109,32 +109,39 @@ class _SoftmaxTaskLoss(torch.autograd.Function):
         batch, classes = z.shape[:2]
         flat = z.reshape(batch, classes, -1)
         labels = target.reshape(batch, 1, -1)
-        valid = labels != IGNORE_INDEX  # (B, 1, N)
-        all_valid = bool(valid.all())
-        if not all_valid:
+        valid = None if bool(labels.min() >= 0) else labels != IGNORE_INDEX  # labels >= -1
+        if valid is not None:
             labels = labels.clamp_min(0)
-        count = valid.sum().clamp_min(1).to(z.dtype)
+        count = labels.numel() if valid is None else max(int(valid.sum()), 1)
         log_p = torch.log_softmax(flat, dim=1)  # (B, C, N)
         log_p_true = log_p.gather(1, labels)  # (B, 1, N)
-        if not all_valid:
-            log_p_true = log_p_true.masked_fill(~valid, 0.0)
-        value = -log_p_true.sum() / count
+        if valid is not None:
+            log_p_true.masked_fill_(~valid, 0.0)
+        value = (-log_p_true.sum(dtype=torch.float64) / count).to(z.dtype)
         p = log_p.exp_()  # softmax, in place: the log-probabilities are not needed again
-        alpha = beta = None
+        alpha = beta = p_true = None
         if with_dice:
-            p_true = log_p_true.exp()
-            if not all_valid:
+            p_true = log_p_true.exp_()  # (B, 1, N); its log is not needed again either
+            if valid is not None:
                 p_true.masked_fill_(~valid, 0.0)
-            predicted = (p if all_valid else p * valid).sum(2)  # (B, C)
-            # per-class sums by bincount in float64: a float32 scatter-add of ~1e6 values
-            # into 4 bins loses ~1e-5 relative
-            bins = (labels[:, 0] + classes * torch.arange(batch, device=z.device)[:, None]).reshape(
-                -1
+            predicted = (p if valid is None else p * valid).sum(2)  # (B, C)
+            bins = labels.reshape(-1)  # class + C * sample
+            if batch > 1:
+                offsets = classes * torch.arange(batch, device=z.device)[:, None, None]
+                bins = (labels + offsets).reshape(-1)
+            # per-class sums in float64: a float32 scatter-add of ~1e6 values into a few bins
+            # loses ~1e-5 relative
+            true_positive = torch.zeros(batch * classes, dtype=torch.float64, device=z.device)
+            true_positive.scatter_add_(0, bins, p_true.reshape(-1).double())
+            counted = (
+                torch.ones(1, dtype=torch.int64, device=z.device).expand(bins.numel())
+                if valid is None
+                else valid.reshape(-1).long()
             )
-            true_positive = _class_sums(bins, p_true.reshape(-1), batch, classes)
-            truth = _class_sums(bins, None if all_valid else valid.reshape(-1), batch, classes)
-            numerator = 2 * true_positive + DICE_SMOOTH
-            denominator = predicted + truth + DICE_SMOOTH
+            truth = torch.zeros(batch * classes, dtype=torch.int64, device=z.device)
+            truth.index_add_(0, bins, counted)
+            numerator = (2 * true_positive + DICE_SMOOTH).to(z.dtype).reshape(batch, classes)
+            denominator = predicted + truth.reshape(batch, classes) + DICE_SMOOTH
             per_class = 1 - numerator[:, 1:] / denominator[:, 1:]
             value = value + per_class.mean()
             scale = per_class.numel()
@@ -142,21 +149,20 @@ class _SoftmaxTaskLoss(torch.autograd.Function):
             beta = numerator / (scale * denominator**2)
             alpha[:, 0] = 0
             beta[:, 0] = 0
-        ctx.save_for_backward(p, labels, valid if not all_valid else None, count)
-        ctx.dice = (alpha, beta)
-        ctx.shape = z.shape
+        ctx.save_for_backward(p, labels)
+        ctx.state = (valid, count, p_true, alpha, beta, z.shape)
         return value
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        p, labels, valid, count = ctx.saved_tensors
-        alpha, beta = ctx.dice
+        p, labels = ctx.saved_tensors
+        valid, count, p_true, alpha, beta, shape = ctx.state
+        ctx.state = None
         ce_weight = grad_output / count
         if alpha is None:
             grad = p.mul_(ce_weight)  # p is not needed after this; reuse its memory
             grad.scatter_add_(1, labels, ce_weight.neg().expand(labels.shape))
         else:
-            p_true = p.gather(1, labels)  # (B, 1, N)
             alpha, beta = alpha * grad_output, beta * grad_output
             alpha_true = alpha.gather(1, labels[:, 0])[:, None]  # (B, 1, N)
             # s_v = sum_c p_vc g_vc = sum_c beta_c p_vc + alpha_{y_v} p_{v, y_v}
@@ -166,17 +172,7 @@ class _SoftmaxTaskLoss(torch.autograd.Function):
             grad.scatter_add_(1, labels, alpha_true.mul_(p_true).sub_(ce_weight))
         if valid is not None:
             grad.masked_fill_(~valid, 0.0)
-        ctx.dice = None
-        return grad.reshape(ctx.shape), None, None
-
-
-def _class_sums(
-    bins: torch.Tensor, weights: torch.Tensor | None, batch: int, classes: int
-) -> torch.Tensor:
-    """(B, C) float32 sums of ``weights`` (None = ones) by ``bins`` = class + C * sample."""
-    weights = None if weights is None else weights.double()
-    counts = torch.bincount(bins, weights=weights, minlength=batch * classes)
-    return counts.reshape(batch, classes).float()
+        return grad.reshape(shape), None, None
 
 
 def voxel_kl(
