@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import platform
 import resource
 import time
@@ -201,6 +202,7 @@ def measure(config: dict, cohort: str, rounds: int, steps: int) -> dict:
         "device": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "load_average_1min": round(os.getloadavg()[0], 2),  # how busy the machine was
         "model": recipe.model.describe(),
         "input_size": list(recipe.preprocessing.input_size),
         "target_grid": recipe.preprocessing.target_grid,

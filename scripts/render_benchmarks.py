@@ -108,13 +108,13 @@ def rendered_document(text: str, docs: Path = DOCS) -> str:
     """``text`` (docs/benchmarks.md) with every rendered block regenerated from its JSON."""
     for name, json_name in BLOCKS.items():
         pattern = re.compile(
-            rf"(<!-- rendered: {name}\b[^>]*-->\n)(.*?)(\n<!-- end rendered: {name} -->)", re.S
+            rf"(<!-- rendered: {name}\b[^>]*-->\n)(.*?)(<!-- end rendered: {name} -->)", re.S
         )
         if not pattern.search(text):
             raise SystemExit(f"docs/benchmarks.md has no rendered block {name!r}")
         data = json.loads((docs / json_name).read_text(encoding="utf-8"))
         body = RENDERERS[name](data)
-        text = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(3), text)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(3), text)
     return text
 
 
