@@ -21,6 +21,25 @@ from MachineUnlearningLib.data.cohort import MRBRAINS18_TRAINING_IDS
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+"""``../shared`` from the repository root: data for tests and benchmarks, never needed at run
+time (a fresh clone has no such folder beside it)."""
+
+
+def require_shared(relative: str, what: str) -> Path:
+    """``SHARED_DIR / relative``, or skip the test with the reason when it is missing.
+
+    Under ``CI=true`` a missing ../shared is a failure instead: CI must run every test.
+    """
+    path = SHARED_DIR / relative
+    if not path.exists():
+        reason = f"{what} needs {path} (the shared/ folder beside the checkout), which is missing"
+        if os.environ.get("CI", "").strip().lower() == "true":
+            pytest.fail(f"{reason}; with CI=true every test must run.")
+        pytest.skip(f"{reason}; skipped because CI is not 'true'.")
+    return path
+
+
 PHANTOM_SHAPE = (40, 40, 12)  # (x, y, z) as nibabel stores it
 PHANTOM_SPACING = (0.958, 0.958, 3.0)
 HELD_OUT_IDS = ("H01", "H02", "H03")

@@ -16,9 +16,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from conftest import require_shared
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-CATALOG_SCHEMA = SHARED / "slicer-extension-catalog-entry-schema.json"
+CATALOG_SCHEMA_NAME = "slicer-extension-catalog-entry-schema.json"
 MODULE_NAME = "MachineUnlearning"
 MODULE_DIR = REPO / MODULE_NAME
 MODULE_FILE = MODULE_DIR / f"{MODULE_NAME}.py"
@@ -281,12 +282,8 @@ def test_the_extension_icon_is_in_the_repository():
 
 
 def test_the_catalog_entry_validates_against_the_schema():
-    if not CATALOG_SCHEMA.is_file():
-        pytest.fail(
-            f"The Extensions Index schema is missing: expected {CATALOG_SCHEMA} (the shared/ "
-            "folder next to the checkout). Clone or copy shared/ beside the repository."
-        )
-    schema = json.loads(CATALOG_SCHEMA.read_text(encoding="utf-8"))
+    schema_path = require_shared(CATALOG_SCHEMA_NAME, "the Extensions Index schema check")
+    schema = json.loads(schema_path.read_text(encoding="utf-8"))
     entry = json.loads(CATALOG_ENTRY.read_text(encoding="utf-8"))
     jsonschema.validate(entry, schema)
     assert entry["$schema"] == schema["$id"]

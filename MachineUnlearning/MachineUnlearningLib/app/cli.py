@@ -69,10 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    cohort = sub.add_parser("make-cohort", help="write the synthetic MRBrainS18-layout demo cohort")
+    cohort = sub.add_parser(
+        "make-cohort",
+        help="write a synthetic MRBrainS18-layout cohort (the MNI demo cohort, or one "
+        "from real FreeSurfer label maps with --label-maps)",
+    )
     cohort.add_argument("--out", required=True, type=Path, help="cohort folder to create")
     cohort.add_argument("--seed", type=int, default=0, help="generator seed (0)")
-    cohort.add_argument("--held-out", type=int, default=0, help="number of held-out subjects (0)")
+    cohort.add_argument(
+        "--held-out",
+        type=int,
+        default=None,
+        help="number of held-out subjects (MNI cohort: 0; --label-maps: every map after "
+        "the first 7)",
+    )
+    cohort.add_argument(
+        "--label-maps",
+        type=Path,
+        metavar="DIR",
+        help="folder of FreeSurfer-numbered whole-head label maps (.nii.gz); the first 7 "
+        "by file name become the training subjects (README: 'A cohort from real anatomies')",
+    )
 
     train = sub.add_parser("train", help="train a baseline on every training subject")
     _add_common(train)
@@ -231,11 +248,7 @@ def job_from_args(args: argparse.Namespace):
 
 def _run(args: argparse.Namespace, sink: EventSink) -> dict:
     if args.command == "make-cohort":
-        from MachineUnlearningLib.data.synthetic import make_cohort
-
-        subjects = make_cohort(args.out, seed=args.seed, held_out=args.held_out)
-        print(f"wrote {len(subjects)} subjects to {args.out}", file=sys.stderr)
-        return {"cohort": str(args.out)}
+        return _make_cohort(args)
     if args.command == "strategies":
         from MachineUnlearningLib.strategies import describe_strategies
 
@@ -262,6 +275,28 @@ def _run(args: argparse.Namespace, sink: EventSink) -> dict:
     job = job_from_args(args)
     sink.emit("started", command=job.command, job=job.to_dict())
     return run_job(job, sink)
+
+
+def _make_cohort(args: argparse.Namespace) -> dict:
+    """``make-cohort``: the MNI demo cohort, or with ``--label-maps`` the label-map cohort."""
+    if args.label_maps is not None:
+        from MachineUnlearningLib.data.label_map_cohort import SIDECAR_FILE, make_label_map_cohort
+
+        subjects = make_label_map_cohort(
+            args.label_maps, args.out, seed=args.seed, held_out=args.held_out
+        )
+        print(
+            f"wrote {len(subjects)} subjects to {args.out} (which file became which id: "
+            f"{args.out / SIDECAR_FILE})",
+            file=sys.stderr,
+        )
+        return {"cohort": str(args.out)}
+    from MachineUnlearningLib.data.synthetic import make_cohort
+
+    held_out = 0 if args.held_out is None else args.held_out
+    subjects = make_cohort(args.out, seed=args.seed, held_out=held_out)
+    print(f"wrote {len(subjects)} subjects to {args.out}", file=sys.stderr)
+    return {"cohort": str(args.out)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,6 @@ template cache, the parameter record, the voxel model and the writer, are only u
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
 import importlib.util
 from collections.abc import Sequence
@@ -54,8 +53,8 @@ from MachineUnlearningLib.data.cohort import (
     TRAINING_GROUP,
     Subject,
 )
+from MachineUnlearningLib.data.volumes import write_nifti
 from MachineUnlearningLib.runtime.errors import InvalidInputError
-from MachineUnlearningLib.runtime.files import atomic_path
 
 GRID_SHAPE: tuple[int, int, int] = (240, 240, 48)
 """MRBrainS18 grid, nibabel (x, y, z) order, voxels."""
@@ -71,7 +70,6 @@ HELD_OUT_PREFIX = "H"
 # "070", the default forget subject, stays ordinary. Held-out subjects draw them at random.
 INFARCT_SUBJECTS: frozenset[str] = frozenset({"1", "148"})
 OTHER_SUBJECTS: frozenset[str] = frozenset({"1", "7"})
-_GZIP_LEVEL = 4
 # NIfTI descrip (80 bytes at most): the template's copyright line, carried into every file.
 _NOTICE = "synthetic; MNI ICBM152 2009 (C) 1993-2004 L. Collins, MNI, McGill University"
 
@@ -352,9 +350,9 @@ def make_cohort(
 
 def write_subject(synthetic: SyntheticSubject, folder: Path, group: str) -> Subject:
     """Write one subject's label and images into ``folder`` (atomically, file by file)."""
-    _write_nifti(folder / LABEL_FILE, synthetic.label, synthetic.affine, np.uint8)
+    write_nifti(folder / LABEL_FILE, synthetic.label, synthetic.affine, np.uint8, _NOTICE)
     for name, array in synthetic.image.items():
-        _write_nifti(folder / MODALITY_FILES[name], array, synthetic.affine, np.int16)
+        write_nifti(folder / MODALITY_FILES[name], array, synthetic.affine, np.int16, _NOTICE)
     return Subject(
         subject_id=synthetic.subject_id,
         group=group,
@@ -786,22 +784,3 @@ def _check_out_dir(out_dir: Path, plan: list[tuple[str, str]], overwrite: bool) 
             f"{', '.join(f'{g}/{s}' for g, s in stale)}.",
             hint="Delete them yourself or choose an empty folder; they are never deleted here.",
         )
-
-
-def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray, dtype: type) -> None:
-    """Write an (X, Y, Z) array as .nii.gz (qform = sform = affine, mm), atomically."""
-    import nibabel as nib
-
-    data = np.asarray(array)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        data = np.clip(np.round(data), info.min, info.max)
-    image = nib.Nifti1Image(data.astype(dtype), affine)
-    image.header.set_qform(affine, code=1)
-    image.header.set_sform(affine, code=1)
-    image.header.set_xyzt_units("mm")
-    image.header["descrip"] = _NOTICE
-    payload = gzip.compress(image.to_bytes(), compresslevel=_GZIP_LEVEL, mtime=0)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(payload)
-        tmp.chmod(0o644)  # data files, readable like any nib.save output
