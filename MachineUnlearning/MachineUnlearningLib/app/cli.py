@@ -94,12 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a baseline on every training subject")
     _add_common(train)
     _add_roles(train)
-    train.add_argument("--recipe", default="cpu-demo", help="cpu-demo | medicalnet (cpu-demo)")
+    train.add_argument(
+        "--recipe", default="cpu-demo", help="cpu-demo | bench | medicalnet (cpu-demo)"
+    )
 
     retrain = sub.add_parser("retrain", help="retrain from scratch without the forget subjects")
     _add_common(retrain)
     _add_roles(retrain)
-    retrain.add_argument("--recipe", default="cpu-demo", help="cpu-demo | medicalnet (cpu-demo)")
+    retrain.add_argument(
+        "--recipe", default="cpu-demo", help="cpu-demo | bench | medicalnet (cpu-demo)"
+    )
 
     evaluate = sub.add_parser("evaluate", help="score a model; writes metrics.json")
     _add_common(evaluate)

@@ -2,8 +2,8 @@
 
 The command modules (``train``, ``evaluate``, ``audit``, ``unlearn``, ``reference``, ``demo``)
 use only this module and the layers below ``commands/``; no command imports another's module
-except through the function it documents (``reference`` retrains through ``train``), so there
-is no import circle.
+except through the function it documents (``retrains`` trains through ``train``, ``reference``
+through ``retrains``), so there is no import circle.
 """
 
 from __future__ import annotations

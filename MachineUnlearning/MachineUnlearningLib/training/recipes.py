@@ -101,7 +101,40 @@ def _medicalnet() -> Recipe:
     )
 
 
-RECIPES = {r.name: r for r in (_cpu_demo(), _medicalnet())}
+def _bench() -> Recipe:
+    """Sized so that one leave-one-out retrain (6 subjects) takes under a minute on 2 CPU cores.
+
+    The cpu-demo architecture at a quarter of its width and about a ninth of its input voxels;
+    trained long enough to fit its training subjects (docs/benchmarks.md, "Memorisation").
+    """
+    return Recipe(
+        name="bench",
+        label_policy="mrbrains3",
+        modalities=DEFAULT_MODALITIES,
+        model=ModelConfig(
+            depth=10,
+            shortcut_type="B",
+            num_classes=4,
+            in_channels=3,
+            base_width=8,
+            head_channels=16,
+        ),
+        preprocessing=Preprocessing(input_size=(48, 96, 96), target_grid="input"),
+        training=TrainingConfig(
+            epochs=60,
+            optimizer="adam",
+            learning_rate=3e-3,
+            head_lr_multiplier=1.0,
+            weight_decay=0.0,
+            loss="dice-ce",
+            schedule="exponential",
+            gamma=0.97,
+            grad_clip_norm=5.0,
+        ),
+    )
+
+
+RECIPES = {r.name: r for r in (_cpu_demo(), _bench(), _medicalnet())}
 
 _MODEL_KEYS = ("depth", "shortcut_type", "base_width", "head_channels")
 _PREPROCESSING_KEYS = tuple(f.name for f in dataclasses.fields(Preprocessing))

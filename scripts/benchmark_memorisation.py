@@ -1,0 +1,235 @@
+"""How much a baseline remembers each training subject: members vs never-seen, and leave-one-out.
+
+Usage:
+    .venv/bin/python scripts/benchmark_memorisation.py --cohort COHORT --name NAME --title T \\
+        [--cohort-command "machine-unlearning make-cohort ..."] [--recipe bench] \\
+        [--set KEY=VALUE ...] [--seeds 0 1 2] [--original-seeds 0 1 2] [--subjects 1 070] \\
+        [--device cpu] [--json docs/benchmarks-memorisation.json]
+
+For the cohort (7 training subjects, the rest held out) and a recipe, through the engine's
+retrain cache (``commands/retrains.py``, so every model is trained once and reused):
+
+1. the baseline (every training subject) at each ``--original-seeds`` seed; the first seed's
+   model is "the baseline";
+2. per subject, under the baseline: foreground loss (mean cross-entropy over ground-truth
+   foreground voxels, nats) and mean foreground Dice, for the members and the never-seen
+   (held-out) subjects; the member-vs-never-seen AUC of each (lower loss / higher Dice =
+   member);
+3. per training subject (``--subjects``, default all), leave-one-out retrains: the recipe on
+   the other six at each ``--seeds`` seed, scored on the left-out subject. Its memorisation
+   gap is ``(mean retrain loss - baseline loss) / SD of the retrain losses`` (and the same
+   for Dice, baseline minus retrains): how many seed-SDs better the model that saw the
+   subject does on it than models that did not.
+
+Timing: each model's training-loop seconds (its checkpoint) and the wall time of its training
+call (cohort loading, loop, the evaluation ``train`` does, saving); the 1-minute load average
+before and after shows how busy the shared machine was. The study is stored under ``--name``
+in the JSON (other studies in the file are kept); scripts/render_memorisation_docs.py turns
+the JSON into the section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+
+def parse_set(items: list[str]) -> dict:
+    from MachineUnlearningLib.app.cli import _key_values
+
+    return _key_values(items, "--set")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cohort", required=True, help="cohort root (training/, held-out/)")
+    parser.add_argument("--name", required=True, help="study name (key in the JSON)")
+    parser.add_argument("--title", required=True, help="heading of its table in the docs")
+    parser.add_argument("--cohort-command", default="", help="how the cohort was made (docs)")
+    parser.add_argument("--recipe", default="bench")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--original-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--subjects", nargs="*", help="left-out subjects (default: all)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, default=Path("docs/benchmarks-memorisation.json"))
+    args = parser.parse_args()
+
+    import torch
+
+    from MachineUnlearningLib.commands.retrains import (
+        leave_one_out,
+        originals,
+        score_models,
+        training_subjects,
+    )
+    from MachineUnlearningLib.data.cohort import HELD_OUT_GROUP, discover_cohort
+    from MachineUnlearningLib.evaluation.audit import auc_mann_whitney
+    from MachineUnlearningLib.runtime.events import HumanSink
+    from MachineUnlearningLib.runtime.files import write_json
+    from MachineUnlearningLib.training.recipes import resolve_recipe
+
+    config = {"recipe": args.recipe, **parse_set(args.set)}
+    recipe = resolve_recipe(args.recipe, parse_set(args.set))
+    sink = QuietSink(HumanSink(sys.stderr))
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
+    training = training_subjects(args.cohort)
+    held_out = [s.subject_id for s in discover_cohort(args.cohort) if s.group == HELD_OUT_GROUP]
+    left_out_ids = args.subjects or training
+
+    print(f"originals at seeds {args.original_seeds}", file=sys.stderr)
+    models = originals(args.cohort, config, args.original_seeds, sink, args.device)
+    baseline = models[args.original_seeds[0]]
+    scores = score_models(list(models.values()), args.cohort, training + held_out, args.device)
+    base = scores[baseline.path]
+    subjects = [
+        {
+            "id": i,
+            "group": "training" if i in training else "held-out",
+            "loss": base[i]["loss"],
+            "dice": base[i]["dice"],
+            "original_seeds": {
+                str(seed): {"loss": scores[m.path][i]["loss"], "dice": scores[m.path][i]["dice"]}
+                for seed, m in models.items()
+            },
+        }
+        for i in training + held_out
+    ]
+    members = [s for s in subjects if s["group"] == "training"]
+    never = [s for s in subjects if s["group"] == "held-out"]
+
+    print(f"leave-one-out for {left_out_ids} at seeds {args.seeds}", file=sys.stderr)
+    retrains = leave_one_out(args.cohort, config, left_out_ids, args.seeds, sink, args.device)
+    rows = []
+    for subject_id in left_out_ids:
+        runs = [retrains[(subject_id, seed)] for seed in args.seeds]
+        got = score_models(runs, args.cohort, [subject_id], args.device)
+        losses = [got[r.path][subject_id]["loss"] for r in runs]
+        dices = [got[r.path][subject_id]["dice"] for r in runs]
+        rows.append(
+            {
+                "id": subject_id,
+                "baseline_loss": base[subject_id]["loss"],
+                "baseline_dice": base[subject_id]["dice"],
+                "retrain_losses": losses,
+                "retrain_dices": dices,
+                "gap_loss": gap(statistics.mean(losses) - base[subject_id]["loss"], losses),
+                "gap_dice": gap(base[subject_id]["dice"] - statistics.mean(dices), dices),
+                "training_seconds": [r.training_seconds for r in runs],
+                "wall_seconds": [r.wall_seconds for r in runs],
+                "reused": [r.reused for r in runs],
+            }
+        )
+        print(f"  {subject_id}: gap loss {rows[-1]['gap_loss']:.1f} SD", file=sys.stderr)
+
+    fresh = [
+        r
+        for row in rows
+        for r, reused in zip(row["wall_seconds"], row["reused"], strict=True)
+        if not reused
+    ]
+    loops = [
+        s
+        for row in rows
+        for s, reused in zip(row["training_seconds"], row["reused"], strict=True)
+        if not reused
+    ]
+    study = {
+        "name": args.name,
+        "title": args.title,
+        "date": date.today().isoformat(),
+        "cohort": {
+            "command": args.cohort_command,
+            "training": len(training),
+            "held_out": len(held_out),
+        },
+        "recipe": recipe.to_dict(),
+        "command": "scripts/benchmark_memorisation.py " + " ".join(sys.argv[1:]),
+        "scale": {
+            "input_size": list(recipe.preprocessing.input_size),
+            "base_width": recipe.model.base_width,
+            "head_channels": recipe.model.head_channels,
+            "depth": recipe.model.depth,
+            "epochs": recipe.training.epochs,
+            "steps_baseline": recipe.training.epochs * len(training),
+            "steps_retrain": recipe.training.epochs * (len(training) - 1),
+        },
+        "seeds": args.seeds,
+        "original_seeds": args.original_seeds,
+        "baseline": {
+            "training_seconds": baseline.training_seconds,
+            "wall_seconds": baseline.wall_seconds,
+            "reused": baseline.reused,
+        },
+        "subjects": subjects,
+        "members": summary(members),
+        "never_seen": summary(never),
+        "auc_loss": auc_mann_whitney([-s["loss"] for s in members], [-s["loss"] for s in never]),
+        "auc_dice": auc_mann_whitney([s["dice"] for s in members], [s["dice"] for s in never]),
+        "leave_one_out": rows,
+        "retrain_timing": {
+            "trained_here": len(fresh),
+            "wall_seconds_max": max(fresh) if fresh else None,
+            "wall_seconds_median": statistics.median(fresh) if fresh else None,
+            "loop_seconds_max": max(loops) if loops else None,
+            "loop_seconds_median": statistics.median(loops) if loops else None,
+        },
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "device": args.device,
+            "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            "study_wall_seconds": round(time.monotonic() - started, 1),
+        },
+    }
+    document = {"studies": {}}
+    if args.json.exists():
+        import json
+
+        document = json.loads(args.json.read_text(encoding="utf-8"))
+    document.setdefault("studies", {})[args.name] = study
+    write_json(args.json, document)
+    print(f"wrote {args.json} ({args.name})", file=sys.stderr)
+
+
+def gap(difference: float, values: list[float]) -> float | None:
+    """``difference`` in units of the sample SD of ``values`` (None with fewer than 2)."""
+    if len(values) < 2:
+        return None
+    spread = statistics.stdev(values)
+    return difference / spread if spread > 0 else float("inf")
+
+
+def summary(rows: list[dict]) -> dict:
+    losses, dices = [r["loss"] for r in rows], [r["dice"] for r in rows]
+    return {
+        "n": len(rows),
+        "loss_mean": statistics.mean(losses),
+        "loss_min": min(losses),
+        "loss_max": max(losses),
+        "dice_mean": statistics.mean(dices),
+        "dice_min": min(dices),
+        "dice_max": max(dices),
+    }
+
+
+class QuietSink:
+    """Passes phases and errors on, drops per-step progress (a log file stays readable)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def emit(self, event: str, **fields) -> None:
+        if event != "progress":
+            self.inner.emit(event, **fields)
+
+
+if __name__ == "__main__":
+    main()
