@@ -138,3 +138,24 @@ def test_a_request_cannot_train_on_a_left_out_subject():
         RetrainRequest("c", CONFIG, ("1", "4"), 0, ("4",))
     with pytest.raises(InvalidInputError, match="no subject"):
         RetrainRequest("c", CONFIG, (), 0)
+
+
+def test_a_changed_recipe_definition_is_not_served_from_the_cache(
+    a_fresh_cohort, cache, monkeypatch
+):
+    """The key holds the resolved recipe: {"recipe": "cpu-demo"} after the recipe's
+    definition changed must train a new model (a stale one once came back)."""
+    import dataclasses
+
+    from MachineUnlearningLib.training import recipes
+
+    config = {"recipe": "cpu-demo", **TINY_RECIPE, "epochs": 1}
+    request = RetrainRequest(str(a_fresh_cohort), config, ("1", "4"), seed=0)
+    first = cached_model(request, CollectingSink(), device="cpu")
+    changed = dataclasses.replace(
+        recipes.RECIPES["cpu-demo"],
+        training=dataclasses.replace(recipes.RECIPES["cpu-demo"].training, gamma=0.5),
+    )
+    monkeypatch.setitem(recipes.RECIPES, "cpu-demo", changed)
+    second = cached_model(request, CollectingSink(), device="cpu")
+    assert not second.reused and second.path != first.path

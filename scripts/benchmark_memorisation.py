@@ -21,9 +21,11 @@ retrain cache (``commands/retrains.py``, so every model is trained once and reus
    for Dice, baseline minus retrains): how many seed-SDs better the model that saw the
    subject does on it than models that did not.
 
-Timing: each model's training-loop seconds (its checkpoint) and the wall time of its training
-call (cohort loading, loop, the evaluation ``train`` does, saving); the 1-minute load average
-before and after shows how busy the shared machine was. The study is stored under ``--name``
+Timing, recorded when each model was trained (so also for models reused from the cache): its
+training-loop seconds, the wall time of its training call (cohort loading, loop, the
+evaluation ``train`` does, saving) and that call's CPU seconds (all threads; on a busy shared
+machine the wall time grows with the load, the CPU time much less). The 1-minute load
+average before and after shows how busy the machine was. The study is stored under ``--name``
 in the JSON (other studies in the file are kept); scripts/render_memorisation_docs.py turns
 the JSON into the section of docs/benchmarks.md.
 """
@@ -78,6 +80,7 @@ def main() -> None:
     recipe = resolve_recipe(args.recipe, parse_set(args.set))
     sink = QuietSink(HumanSink(sys.stderr))
     load_before = os.getloadavg()[0]
+    reference_before = reference_step_seconds(recipe)
     started = time.monotonic()
     training = training_subjects(args.cohort)
     held_out = [s.subject_id for s in discover_cohort(args.cohort) if s.group == HELD_OUT_GROUP]
@@ -121,25 +124,18 @@ def main() -> None:
                 "retrain_dices": dices,
                 "gap_loss": gap(statistics.mean(losses) - base[subject_id]["loss"], losses),
                 "gap_dice": gap(base[subject_id]["dice"] - statistics.mean(dices), dices),
-                "training_seconds": [r.training_seconds for r in runs],
-                "wall_seconds": [r.wall_seconds for r in runs],
+                "training_seconds": [r.timing.get("training_seconds") for r in runs],
+                "wall_seconds": [r.timing.get("wall_seconds") for r in runs],
+                "cpu_seconds": [r.timing.get("cpu_seconds") for r in runs],
                 "reused": [r.reused for r in runs],
             }
         )
         print(f"  {subject_id}: gap loss {rows[-1]['gap_loss']:.1f} SD", file=sys.stderr)
 
-    fresh = [
-        r
-        for row in rows
-        for r, reused in zip(row["wall_seconds"], row["reused"], strict=True)
-        if not reused
-    ]
-    loops = [
-        s
-        for row in rows
-        for s, reused in zip(row["training_seconds"], row["reused"], strict=True)
-        if not reused
-    ]
+    timing = {
+        key: [v for row in rows for v in row[key] if v is not None]
+        for key in ("wall_seconds", "training_seconds", "cpu_seconds")
+    }
     study = {
         "name": args.name,
         "title": args.title,
@@ -162,11 +158,7 @@ def main() -> None:
         },
         "seeds": args.seeds,
         "original_seeds": args.original_seeds,
-        "baseline": {
-            "training_seconds": baseline.training_seconds,
-            "wall_seconds": baseline.wall_seconds,
-            "reused": baseline.reused,
-        },
+        "baseline": {**baseline.timing, "reused": baseline.reused},
         "subjects": subjects,
         "members": summary(members),
         "never_seen": summary(never),
@@ -174,11 +166,12 @@ def main() -> None:
         "auc_dice": auc_mann_whitney([s["dice"] for s in members], [s["dice"] for s in never]),
         "leave_one_out": rows,
         "retrain_timing": {
-            "trained_here": len(fresh),
-            "wall_seconds_max": max(fresh) if fresh else None,
-            "wall_seconds_median": statistics.median(fresh) if fresh else None,
-            "loop_seconds_max": max(loops) if loops else None,
-            "loop_seconds_median": statistics.median(loops) if loops else None,
+            "retrains": len(timing["wall_seconds"]),
+            **{
+                f"{key}_{stat}": (fn(values) if values else None)
+                for key, values in timing.items()
+                for stat, fn in (("median", statistics.median), ("max", max))
+            },
         },
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -186,6 +179,7 @@ def main() -> None:
             "torch": torch.__version__,
             "device": args.device,
             "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            "reference_step_seconds": [reference_before, reference_step_seconds(recipe)],
             "study_wall_seconds": round(time.monotonic() - started, 1),
         },
     }
@@ -197,6 +191,26 @@ def main() -> None:
     document.setdefault("studies", {})[args.name] = study
     write_json(args.json, document)
     print(f"wrote {args.json} ({args.name})", file=sys.stderr)
+
+
+def reference_step_seconds(recipe, steps: int = 5) -> float:
+    """Median wall seconds of one forward + backward + Adam step of the recipe's model on a
+    random input (no data pipeline, no loss): how fast this machine is right now."""
+    import torch
+
+    from MachineUnlearningLib.model.resnet import MedicalNetSegmentation
+
+    model = MedicalNetSegmentation(recipe.model, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.Adam(model.parameters())
+    x = torch.randn(1, len(recipe.modalities), *recipe.preprocessing.input_size)
+    times = []
+    for _ in range(steps + 1):
+        started = time.perf_counter()
+        model(x).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter() - started)
+    return round(statistics.median(times[1:]), 4)
 
 
 def gap(difference: float, values: list[float]) -> float | None:

@@ -55,7 +55,10 @@ def render_study(study: dict) -> str:
         f"{_list(study['seeds'])}. {_timing(study, timing)} {machine['cpu_count']} CPU cores, "
         f"{machine['torch_threads']} torch threads, torch {machine['torch']}; 1-minute load "
         f"average {machine['load_average_1min'][0]} at the start, "
-        f"{machine['load_average_1min'][1]} at the end (other work shared the machine).",
+        f"{machine['load_average_1min'][1]} at the end (other work shared the machine); a "
+        f"pure forward + backward step of this model on a random input took "
+        f"{machine['reference_step_seconds'][0]:.2f} s at the start, "
+        f"{machine['reference_step_seconds'][1]:.2f} s at the end.",
         "",
         "| subject | role | foreground loss (nats) | retrains' loss, mean +- SD | "
         "gap (SDs) | Dice | retrains' Dice, mean +- SD | gap (SDs) |",
@@ -110,14 +113,18 @@ def _timing(study: dict, timing: dict) -> str:
     baseline = study["baseline"]
     text = []
     if baseline.get("training_seconds") is not None:
-        text.append(f"Baseline training loop {baseline['training_seconds']:.0f} s.")
-    if timing["trained_here"]:
         text.append(
-            f"One leave-one-out retrain (of {timing['trained_here']} trained in this run): "
-            f"median {timing['wall_seconds_median']:.0f} s, at most "
-            f"{timing['wall_seconds_max']:.0f} s wall (training loop median "
-            f"{timing['loop_seconds_median']:.0f} s, at most {timing['loop_seconds_max']:.0f} "
-            "s; the rest is loading the cohort and the evaluation `train` does)."
+            f"Baseline: training loop {baseline['training_seconds']:.0f} s, "
+            f"{baseline['cpu_seconds']:.0f} CPU s."
+        )
+    if timing["retrains"]:
+        text.append(
+            f"One leave-one-out retrain ({timing['retrains']} retrains): wall median "
+            f"{timing['wall_seconds_median']:.0f} s, at most {timing['wall_seconds_max']:.0f} s "
+            f"(training loop median {timing['training_seconds_median']:.0f} s, at most "
+            f"{timing['training_seconds_max']:.0f} s; the rest is loading the cohort and the "
+            f"evaluation `train` does); CPU time median {timing['cpu_seconds_median']:.0f} s, "
+            f"at most {timing['cpu_seconds_max']:.0f} s."
         )
     return " ".join(text)
 

@@ -99,16 +99,22 @@ class CachedModel:
         path: its ``model.pt``.
         request: what it was trained for.
         reused: True when it was found in the cache, False when this call trained it.
-        training_seconds: seconds of its training loop (from its checkpoint's history).
-        wall_seconds: wall time this call spent training it (0 when reused).
+        timing: ``training_seconds`` (its training loop, from its checkpoint's history),
+            ``wall_seconds`` (the whole training call: loading, loop, evaluation, saving) and
+            ``cpu_seconds`` (this process's CPU time in that call, all threads), as recorded
+            when it was trained; empty if unknown.
+        key: its cache key.
     """
 
     path: Path
     request: RetrainRequest
     reused: bool
-    training_seconds: float | None = None
-    wall_seconds: float = 0.0
+    timing: dict = field(default_factory=dict, compare=False)
     key: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def training_seconds(self) -> float | None:
+        return self.timing.get("training_seconds")
 
 
 # --------------------------------------------------------------------------- keys
@@ -140,6 +146,20 @@ def subject_fingerprint(subject: Subject) -> str:
     return digest.hexdigest()
 
 
+def resolved_recipe(config: dict) -> dict:
+    """The recipe a flat ``config`` trains with, as a dict without its seed.
+
+    The key holds this, not the config: ``{"recipe": "bench"}`` must not reuse a model
+    trained before the ``bench`` recipe changed.
+    """
+    from MachineUnlearningLib.training.recipes import resolve_recipe
+
+    overrides = {k: v for k, v in config.items() if k != "recipe"}
+    recipe = resolve_recipe(config.get("recipe", "cpu-demo"), overrides).to_dict()
+    recipe["training"].pop("seed", None)
+    return recipe
+
+
 def request_key(request: RetrainRequest, subjects: Sequence[Subject]) -> dict:
     """The JSON key of a request (what the model depends on, and its left-out ids)."""
     by_id = {
@@ -148,7 +168,7 @@ def request_key(request: RetrainRequest, subjects: Sequence[Subject]) -> dict:
     }
     return {
         "version": KEY_VERSION,
-        "config": request.config,
+        "recipe": resolved_recipe(request.config),
         "seed": int(request.seed),
         "trained_on": [[i, subject_fingerprint(by_id[i])] for i in request.trained_on],
         "left_out": sorted(request.left_out),
@@ -181,7 +201,7 @@ def cached_model(
     label = _describe(request)
     if model.exists():
         sink.emit("phase", name="retrain-cache", detail=f"reusing the {label}: {model}")
-        return CachedModel(model, request, True, _training_seconds(folder), 0.0, key)
+        return CachedModel(model, request, True, _timing(folder), key)
     folder.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".partial-{folder.name}-", dir=folder.parent))
     sink.emit("phase", name="retrain-cache", detail=f"training the {label} (cached in {folder})")
@@ -197,7 +217,7 @@ def cached_model(
         config=dict(request.config),
         cancel_file=cancel_file or str(partial / "CANCEL"),
     )
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     try:
         write_json(partial / CACHE_KEY_FILE, key)
         train_baseline(job, sink)
@@ -206,6 +226,8 @@ def cached_model(
             {
                 "training_seconds": _loop_seconds(partial / MODEL_FILE),
                 "wall_seconds": round(time.monotonic() - started, 2),
+                # CPU time of this process, all threads: less sensitive to a busy machine
+                "cpu_seconds": round(time.process_time() - cpu_started, 2),
                 "device": device,
             },
         )
@@ -217,8 +239,7 @@ def cached_model(
     finally:
         if partial.exists():
             shutil.rmtree(partial, ignore_errors=True)
-    wall = time.monotonic() - started
-    return CachedModel(model, request, False, _training_seconds(folder), wall, key)
+    return CachedModel(model, request, False, _timing(folder), key)
 
 
 def training_subjects(cohort: str | Path) -> list[str]:
@@ -281,11 +302,11 @@ def _loop_seconds(model: Path) -> float | None:
     return history[0].get("seconds")
 
 
-def _training_seconds(folder: Path) -> float | None:
+def _timing(folder: Path) -> dict:
     try:
-        return json.loads((folder / TIMING_FILE).read_text(encoding="utf-8"))["training_seconds"]
-    except (OSError, ValueError, KeyError):
-        return None
+        return json.loads((folder / TIMING_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 # --------------------------------------------------------------------------- scores

@@ -643,7 +643,8 @@ def _class_fractions(
         return np.clip(width_mm + 0.5 - dist, 0.0, 1.0)
 
     # +1 in the left hemisphere (MNI x < 0), -1 in the right, smooth across the midline
-    left = -np.tanh((coords[0] * tpl.affine[0, 0] + tpl.affine[0, 3]) / MIDLINE_SOFTNESS_MM)
+    x_mm = coords[0] * float(tpl.affine[0, 0]) + float(tpl.affine[0, 3])  # float32 throughout
+    left = -np.tanh(x_mm / MIDLINE_SOFTNESS_MM)
     regional = smooth_field(rng, coords.shape[1:], REGIONAL_ATROPHY_CONTROL)
     loss = params.tissue_loss * np.clip(1.0 + params.regional_atrophy * regional, 0.2, 2.0)
     loss = np.clip(loss * (1.0 + 0.5 * params.atrophy_asymmetry * left), 0.0, 0.45)

@@ -164,14 +164,16 @@ def smooth_field(
     ``n_control`` bumps per axis, each as wide as the spacing between them, with N(0, 1)
     weights: the field varies over about ``shape / n_control`` voxels.
     """
-    coarse = rng.standard_normal(n_control)
+    coarse = rng.standard_normal(n_control).astype(np.float32)
     bases = []
     for n, m in zip(shape, n_control, strict=True):
         centres = np.linspace(0.0, n - 1.0, m)
         width = (n - 1.0) / max(m - 1, 1)
-        bases.append(np.exp(-(((np.arange(n)[:, None] - centres[None, :]) / width) ** 2)))
-    field = np.tensordot(bases[0], coarse, axes=(1, 0))  # (X, m1, m2)
-    field = np.tensordot(field, bases[1], axes=(1, 1))  # (X, m2, Y)
-    field = np.tensordot(field, bases[2], axes=(1, 1))  # (X, Y, Z)
+        basis = np.exp(-(((np.arange(n)[:, None] - centres[None, :]) / width) ** 2))
+        bases.append(basis.astype(np.float32))  # (n, m)
+    field = np.einsum("xi,ijk->xjk", bases[0], coarse)  # (X, m2, m3)
+    field = np.einsum("yj,xjk->xyk", bases[1], field)  # (X, Y, m3)
+    field = field @ bases[2].T  # (X, Y, Z): one matrix product, the bulk of the work
     field -= field.mean()
-    return (field / (field.std() + 1e-12)).astype(np.float32)
+    field /= field.std() + np.float32(1e-12)
+    return field

@@ -104,7 +104,7 @@ def _medicalnet() -> Recipe:
 def _bench() -> Recipe:
     """Sized so that one leave-one-out retrain (6 subjects) takes under a minute on 2 CPU cores.
 
-    The cpu-demo architecture at a quarter of its width and about a ninth of its input voxels;
+    The cpu-demo architecture at half its width and a twelfth of its input voxels;
     trained long enough to fit its training subjects (docs/benchmarks.md, "Memorisation").
     """
     return Recipe(
@@ -119,9 +119,9 @@ def _bench() -> Recipe:
             base_width=8,
             head_channels=16,
         ),
-        preprocessing=Preprocessing(input_size=(48, 96, 96), target_grid="input"),
+        preprocessing=Preprocessing(input_size=(32, 80, 80), target_grid="input"),
         training=TrainingConfig(
-            epochs=60,
+            epochs=40,
             optimizer="adam",
             learning_rate=3e-3,
             head_lr_multiplier=1.0,
