@@ -25,6 +25,7 @@ from MachineUnlearningLib.data.freesurfer_labels import (
     FREESURFER_LABELS,
     TISSUES,
     compartments,
+    mapping_markdown,
 )
 from MachineUnlearningLib.data.label_map_cohort import (
     SIDECAR_FILE,
@@ -328,6 +329,14 @@ def test_an_infarct_takes_brain_tissue_only():
     for k, (label, _) in enumerate(pairs):
         if label not in (1, 2, 3, 4, 9):
             assert np.array_equal(after[k], before[k]), pairs[k]
+
+
+def test_the_mapping_page_in_docs_is_current():
+    committed = Path(__file__).resolve().parents[1] / "docs" / "label-map-cohort.md"
+    assert committed.read_text(encoding="utf-8") == mapping_markdown(), (
+        "docs/label-map-cohort.md is stale: run scripts/generate_label_map_docs.py"
+    )
+    assert "| 17 | Left-Hippocampus | 1 | medial_temporal |" in mapping_markdown()
 
 
 def test_the_table_covers_the_shared_maps_and_names_every_tissue():

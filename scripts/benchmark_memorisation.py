@@ -115,6 +115,7 @@ def main() -> None:
         got = score_models(runs, args.cohort, [subject_id], args.device)
         losses = [got[r.path][subject_id]["loss"] for r in runs]
         dices = [got[r.path][subject_id]["dice"] for r in runs]
+        seeds_loss = [scores[m.path][subject_id]["loss"] for m in models.values()]
         rows.append(
             {
                 "id": subject_id,
@@ -124,6 +125,11 @@ def main() -> None:
                 "retrain_dices": dices,
                 "gap_loss": gap(statistics.mean(losses) - base[subject_id]["loss"], losses),
                 "gap_dice": gap(base[subject_id]["dice"] - statistics.mean(dices), dices),
+                # the same with the mean of the baseline over its seeds instead of seed 0
+                "originals_loss_mean": statistics.mean(seeds_loss),
+                "gap_loss_originals": gap(
+                    statistics.mean(losses) - statistics.mean(seeds_loss), losses
+                ),
                 "training_seconds": [r.timing.get("training_seconds") for r in runs],
                 "wall_seconds": [r.timing.get("wall_seconds") for r in runs],
                 "cpu_seconds": [r.timing.get("cpu_seconds") for r in runs],

@@ -95,6 +95,18 @@ def render_study(study: dict) -> str:
         f"Gap (Dice): {_range(dice_gaps)}; {sum(g >= 3 for g in dice_gaps)} of "
         f"{len(dice_gaps)} at 3 SDs or more.",
     ]
+    vs_originals = [
+        row["gap_loss_originals"]
+        for row in study["leave_one_out"]
+        if row.get("gap_loss_originals") is not None
+    ]
+    if len(study.get("original_seeds", [])) > 1 and vs_originals:
+        lines += [
+            "",
+            f"Against the baseline's mean over its seeds {_list(study['original_seeds'])} "
+            f"instead of seed 0 alone, the loss gaps are {_range(vs_originals)} "
+            f"({sum(g >= 3 for g in vs_originals)} of {len(vs_originals)} at 3 SDs or more).",
+        ]
     if len(study.get("original_seeds", [])) > 1:
         spread = [
             statistics.stdev([v["loss"] for v in s["original_seeds"].values()])

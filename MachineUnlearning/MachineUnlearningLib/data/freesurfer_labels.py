@@ -37,8 +37,7 @@ Decisions the issue left open (each a choice; the reason follows):
   orbits (eyes), 512 below the brain stem (spinal cord), 502 and 514 next to the CSF at the
   skull base and around the brain (dura and venous sinuses), 507 everywhere else (muscle and
   soft tissue). Numbers in 502-530 not seen in those maps get ``muscle``. A map that uses
-  500-558 for real hippocampal subfields would be misread; its hippocampus has no subfields
-  in the maps this is for.
+  502-530 in FreeSurfer's sense (hippocampal subfields) would be misread as head tissue.
 
 Any other number is refused (InvalidInputError) by :func:`unknown_labels`'s caller.
 """
@@ -178,12 +177,32 @@ def unknown_labels(values: np.ndarray) -> list[int]:
 
 
 def mapping_markdown() -> str:
-    """The table as Markdown (number, name, MRBrainS18 label, tissue class), for the docs."""
-    lines = ["| FreeSurfer | name | MRBrainS18 label | tissue class |", "|---|---|---|---|"]
+    """docs/label-map-cohort.md: the decisions (this module's docstring) and the whole table."""
+    decisions = __doc__.split("Decisions the issue left open", 1)[1].split("\n", 1)[1]
+    decisions = decisions.split("Any other number is refused")[0].strip()
+    lines = [
+        "# FreeSurfer labels -> MRBrainS18 labels (the label-map cohort)",
+        "",
+        "Generated from `MachineUnlearningLib/data/freesurfer_labels.py` by "
+        "`scripts/generate_label_map_docs.py`; do not edit by hand.",
+        "",
+        "`machine-unlearning make-cohort --label-maps DIR` turns each FreeSurfer number of a "
+        "label map into an MRBrainS18 label (`segm.nii.gz`) and an intensity class (the "
+        "contrast model). A map holding any number not listed here is refused (exit code 2).",
+        "",
+        "## Decisions",
+        "",
+        decisions,
+        "",
+        "## The table",
+        "",
+        "| FreeSurfer | name | MRBrainS18 label | tissue class |",
+        "|---|---|---|---|",
+    ]
     for number in sorted(FREESURFER_LABELS):
         entry = FREESURFER_LABELS[number]
         lines.append(f"| {number} | {entry.name} | {entry.mrbrains18} | {entry.tissue} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 INFARCT_COMPARTMENT: tuple[int, str] = (9, "infarct")

@@ -162,7 +162,7 @@ class LabelMapSubject:
 
 
 def list_label_maps(folder: Path | str) -> list[Path]:
-    """The ``*.nii`` / ``*.nii.gz`` files of ``folder``, sorted by file name.
+    """The ``*.nii`` / ``*.nii.gz`` files of ``folder`` (hidden ones skipped), sorted by name.
 
     Raises InvalidInputError when the folder does not exist or holds no such file.
     """
@@ -173,7 +173,11 @@ def list_label_maps(folder: Path | str) -> list[Path]:
             hint="Pass --label-maps DIR with the FreeSurfer-numbered label maps (.nii.gz).",
         )
     files = sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.name.endswith(LABEL_MAP_SUFFIXES)),
+        (
+            p
+            for p in folder.iterdir()
+            if p.is_file() and p.name.endswith(LABEL_MAP_SUFFIXES) and not p.name.startswith(".")
+        ),
         key=lambda p: p.name,
     )
     if not files:
