@@ -5,6 +5,8 @@ Usage:
         [--cohort-command "machine-unlearning make-cohort ..."] [--recipe bench] \\
         [--set KEY=VALUE ...] [--seeds 0 1 2] [--original-seeds 0 1 2] [--subjects 1 070] \\
         [--device cpu] [--json docs/benchmarks-memorisation.json]
+    .venv/bin/python scripts/benchmark_memorisation.py --cohort COHORT --name NAME --title T \\
+        --time-one-thread [--recipe bench] [--json ...]
 
 For the cohort (7 training subjects, the rest held out) and a recipe, through the engine's
 retrain cache (``commands/retrains.py``, so every model is trained once and reused):
@@ -27,13 +29,17 @@ evaluation ``train`` does, saving) and that call's CPU seconds (all threads; on 
 machine the wall time grows with the load, the CPU time much less). The 1-minute load
 average before and after shows how busy the machine was. The study is stored under ``--name``
 in the JSON (other studies in the file are kept); scripts/render_memorisation_docs.py turns
-the JSON into the section of docs/benchmarks.md.
+the JSON into the section of docs/benchmarks.md. ``--time-one-thread`` adds to an existing
+study the timing of one more retrain on a single torch thread: on a shared machine two
+OpenMP threads spend much of their CPU time waiting for each other, so one thread's CPU
+seconds are the cleaner measure of what a retrain costs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -51,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cohort", required=True, help="cohort root (training/, held-out/)")
     parser.add_argument("--name", required=True, help="study name (key in the JSON)")
-    parser.add_argument("--title", required=True, help="heading of its table in the docs")
+    parser.add_argument("--title", help="heading of its table in the docs (required to run)")
     parser.add_argument("--cohort-command", default="", help="how the cohort was made (docs)")
     parser.add_argument("--recipe", default="bench")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -60,7 +66,18 @@ def main() -> None:
     parser.add_argument("--subjects", nargs="*", help="left-out subjects (default: all)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=Path("docs/benchmarks-memorisation.json"))
+    parser.add_argument(
+        "--time-one-thread",
+        action="store_true",
+        help="only add to study NAME of the JSON the timing of one extra leave-one-out "
+        "retrain on one torch thread (a fresh cache, a child process)",
+    )
     args = parser.parse_args()
+    if args.time_one_thread:
+        add_one_thread_timing(args)
+        return
+    if not args.title:
+        parser.error("--title is required")
 
     import torch
 
@@ -152,7 +169,7 @@ def main() -> None:
             "held_out": len(held_out),
         },
         "recipe": recipe.to_dict(),
-        "command": "scripts/benchmark_memorisation.py " + " ".join(sys.argv[1:]),
+        "command": shlex.join(["scripts/benchmark_memorisation.py", *sys.argv[1:]]),
         "scale": {
             "input_size": list(recipe.preprocessing.input_size),
             "base_width": recipe.model.base_width,
@@ -197,6 +214,53 @@ def main() -> None:
     document.setdefault("studies", {})[args.name] = study
     write_json(args.json, document)
     print(f"wrote {args.json} ({args.name})", file=sys.stderr)
+
+
+def add_one_thread_timing(args) -> None:
+    """Train one leave-one-out retrain (first training subject, seed 0) with one torch thread
+    in a child process and a fresh cache, and store its timing in the study.
+
+    With one thread the CPU seconds are the compute the retrain needs (no OpenMP thread
+    waits for the other), so they are what its wall time is on one idle core.
+    """
+    import json
+    import subprocess
+    import tempfile
+
+    from MachineUnlearningLib.commands.retrains import training_subjects
+    from MachineUnlearningLib.runtime.files import write_json
+
+    document = json.loads(args.json.read_text(encoding="utf-8"))
+    study = document["studies"][args.name]
+    config = {"recipe": args.recipe, **parse_set(args.set)}
+    subject = training_subjects(args.cohort)[0]
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "MACHINE_UNLEARNING_CACHE": cache, "OMP_NUM_THREADS": "1"}
+        child = subprocess.run(
+            [sys.executable, "-c", ONE_THREAD_CHILD, args.cohort, json.dumps(config), subject],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    timing = json.loads(child.stdout.strip().splitlines()[-1])
+    study["one_thread_retrain"] = {"left_out": subject, **timing}
+    write_json(args.json, document)
+    print(f"one-thread retrain: {timing}", file=sys.stderr)
+
+
+ONE_THREAD_CHILD = """
+import json, os, sys
+import torch
+torch.set_num_threads(1)
+from MachineUnlearningLib.commands.retrains import leave_one_out
+from MachineUnlearningLib.runtime.events import CollectingSink
+cohort, config, subject = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+load = os.getloadavg()[0]
+model = leave_one_out(cohort, config, [subject], [0], CollectingSink(), "cpu")[(subject, 0)]
+print(json.dumps({**model.timing, "load_average_1min": [round(load, 2),
+                  round(os.getloadavg()[0], 2)], "torch_threads": torch.get_num_threads()}))
+"""
 
 
 def reference_step_seconds(recipe, steps: int = 5) -> float:

@@ -138,6 +138,14 @@ def _timing(study: dict, timing: dict) -> str:
             f"evaluation `train` does); CPU time median {timing['cpu_seconds_median']:.0f} s, "
             f"at most {timing['cpu_seconds_max']:.0f} s."
         )
+    one = study.get("one_thread_retrain")
+    if one:
+        text.append(
+            f"One more leave-one-out retrain on a single torch thread: {one['cpu_seconds']:.0f} "
+            f"CPU s ({one['wall_seconds']:.0f} s wall at a load average of "
+            f"{one['load_average_1min'][0]}; training loop {one['training_seconds']:.0f} s), "
+            "i.e. about that many seconds on one idle core."
+        )
     return " ".join(text)
 
 
