@@ -431,3 +431,23 @@ def _update_metadata(path: Path, change: str) -> None:
     changelog = metadata.get("changelog") if isinstance(metadata.get("changelog"), dict) else {}
     metadata["changelog"] = {new_version: change, **changelog}
     path.write_text(json.dumps(metadata, indent=4) + "\n", encoding="utf-8")
+
+
+def bundle_rules_markdown() -> str:
+    """What the engine honours in a bundle's preprocessing, for docs/bring-your-own-model.md."""
+    from MachineUnlearningLib.data.transform_chain import INTENSITY, PASS_THROUGH, SPATIAL
+
+    def names(items) -> str:
+        return ", ".join(f"`{n}`" for n in items)
+
+    lines = [
+        "| transforms (`preprocessing#transforms#<i>`) | what the engine does |",
+        "|---|---|",
+        *(f"| `{name}` | not run: {why} |" for name, why in PASS_THROUGH.items()),
+        f"| {names(SPATIAL)} | run (MONAI's class, the bundle's arguments) on the image and, "
+        "with nearest-neighbour interpolation, the label map; inverted for predictions |",
+        f"| {names(INTENSITY)} | run on the image |",
+        "| `Rand*` | refused: random augmentation (samples are prepared deterministically) |",
+        "| any other | refused, naming the key |",
+    ]
+    return "\n".join(lines)

@@ -51,8 +51,8 @@ ADAPTER = Adapter(
         ("strides", [2, 2, 2, 2]),
         ("num_res_units", 2),
     ),
-    defaults_source="the MONAI model zoo's spleen_ct_segmentation bundle (its norm, batch, "
-    "is left to MONAI's default, instance)",
+    defaults_source="the MONAI model zoo's spleen_ct_segmentation bundle (channels, strides, "
+    "residual units; the norm stays MONAI's default, instance)",
     encoder=encoder,
     decoder=decoder,
     split="encoder: the contracting path, every down layer `<level>.0` and the bottom layer "
