@@ -412,3 +412,32 @@ def test_a_segresnet_bundle_unlearns_with_a_literature_method(a_tiny_cohort, tmp
     assert record["strategy"]["name"] == "salun"
     assert record["bundles"]["input"]["files"] == folder_hashes(bundle)
     assert (tmp_path / "out" / "bundle" / "models" / "model.pt").is_file()
+
+
+# --- the JobSpec field the Slicer module fills -------------------------------------------------
+
+
+def test_a_job_with_a_bundle_round_trips_and_needs_no_checkpoint(tmp_path):
+    from MachineUnlearningLib.runtime.jobs import JobSpec
+
+    job = JobSpec(
+        command="unlearn", cohort="c", output="o", bundle=str(tmp_path), forget_ids=["070"]
+    )
+    again = JobSpec.from_dict(json.loads(job.to_json()))
+    assert again.bundle == str(tmp_path) and again.checkpoint is None
+
+
+@pytest.mark.parametrize(
+    ("given", "match"),
+    [
+        ({"bundle": 3}, "bundle: must be the path"),
+        ({"bundle": "b", "checkpoint": "m.pt"}, "either a checkpoint or a bundle"),
+        ({}, "checkpoint: a evaluate job needs"),
+    ],
+    ids=["not-a-path", "both", "neither"],
+)
+def test_a_job_s_bundle_is_validated(given, match):
+    from MachineUnlearningLib.runtime.jobs import JobSpec
+
+    with pytest.raises(InvalidInputError, match=match):
+        JobSpec(command="evaluate", cohort="c", output="o", **given)

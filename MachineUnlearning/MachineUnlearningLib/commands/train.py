@@ -33,7 +33,8 @@ from MachineUnlearningLib.data.preprocessing import Preprocessing
 from MachineUnlearningLib.evaluation.predict import evaluate_model
 from MachineUnlearningLib.model.adapters import DEFAULT_ADAPTER
 from MachineUnlearningLib.model.adapters.overrides import is_model_key
-from MachineUnlearningLib.model.bundle import Bundle, read_bundle, write_bundle
+from MachineUnlearningLib.model.bundle import Bundle, read_bundle
+from MachineUnlearningLib.model.bundle_writer import write_bundle
 from MachineUnlearningLib.model.checkpoint import load_pretrained_backbone, save_checkpoint
 from MachineUnlearningLib.runtime.device import resolve_device
 from MachineUnlearningLib.runtime.errors import InvalidInputError

@@ -38,7 +38,7 @@ from MachineUnlearningLib.data.samples import SampleSource
 from MachineUnlearningLib.evaluation.audit import AuditReport, audit, stopping_rule_satisfied
 from MachineUnlearningLib.evaluation.gaps import reference_gaps
 from MachineUnlearningLib.evaluation.predict import Evaluation, evaluate_model
-from MachineUnlearningLib.model.bundle import write_bundle
+from MachineUnlearningLib.model.bundle_writer import write_bundle
 from MachineUnlearningLib.model.checkpoint import save_checkpoint
 from MachineUnlearningLib.outputs.record import (
     build_deletion_record,

@@ -15,20 +15,15 @@ network with no adapter (``network_def#_target_``), sigmoid multi-label outputs
 weights that do not fit the network (the keys listed), preprocessing it cannot run
 (``preprocessing#transforms#<i>``, ``data/transform_chain.py``).
 
-Written back (:func:`write_bundle`): a copy of the bundle folder with the new weights in
-``models/model.pt`` and ``configs/metadata.json`` given a new version and a changelog entry;
-every other weights file of ``models/`` (a TorchScript ``model.ts``, ONNX or TensorRT exports,
-other checkpoints) is left out, because it would still hold the old weights. The input bundle
-is only ever read.
+Written back by ``model/bundle_writer.py``: a copy of the bundle folder with the new weights
+in ``models/model.pt``, ``configs/metadata.json`` given a new version and a changelog entry, and
+no other weights file of ``models/`` (a TorchScript ``model.ts`` would still hold the old
+weights). The input bundle is only ever read.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +47,6 @@ WEIGHTS_FILE = "models/model.pt"
 NETWORK_KEY = "network_def"
 PREPROCESSING_KEY = "preprocessing"
 POSTPROCESSING_KEY = "postprocessing"
-UNLEARNED_SUFFIX = "unlearned"
 
 
 @dataclass(frozen=True)
@@ -365,72 +359,6 @@ def _inferer_notes(reader: _ConfigReader, spec: ModelSpec) -> tuple[str, ...]:
         f"inferer: {target.rsplit('.', 1)[-1]} is not honoured yet; the engine predicts whole "
         f"volumes, padded to a multiple of {divisor}.",
     )
-
-
-# --- writing ----------------------------------------------------------------------------------
-
-
-def write_bundle(
-    bundle: Bundle, destination: str | os.PathLike, state_dict: Mapping, change: str
-) -> tuple[Path, list[str]]:
-    """Write a copy of ``bundle`` at ``destination`` with ``state_dict`` as its weights.
-
-    ``configs/metadata.json`` gets a new version (``<version>+unlearned.<n>``) and ``change``
-    as its changelog entry; other weights files of ``models/`` are left out (they hold the old
-    weights) and returned by name. The copy is made in a temporary folder beside
-    ``destination`` and renamed into place; an existing ``destination`` is refused.
-    """
-    import torch
-
-    destination = Path(destination)
-    if destination.exists():
-        raise InvalidInputError(
-            f"bundle output: {destination} already exists; it is never overwritten.",
-            hint="Choose a new --output folder.",
-        )
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    stale = sorted(
-        p.relative_to(bundle.root).as_posix()
-        for p in (bundle.root / "models").rglob("*")
-        if p.is_file() and p.relative_to(bundle.root).as_posix() != WEIGHTS_FILE
-    )
-    temporary = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
-        copy = temporary / "bundle"
-        shutil.copytree(bundle.root, copy, ignore=_ignore_models(bundle.root))
-        (copy / "models").mkdir(exist_ok=True)
-        state = {k: v.detach().cpu() for k, v in state_dict.items()}
-        torch.save(state, copy / WEIGHTS_FILE)
-        _update_metadata(copy / METADATA_FILE, change)
-        os.replace(copy, destination)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-    return destination, stale
-
-
-def _ignore_models(root: Path):
-    models = (root / "models").resolve()
-
-    def ignore(folder: str, names: list[str]) -> list[str]:
-        if Path(folder).resolve() == models:
-            return [n for n in names if n != Path(WEIGHTS_FILE).name]
-        if models in Path(folder).resolve().parents:
-            return names
-        return []
-
-    return ignore
-
-
-def _update_metadata(path: Path, change: str) -> None:
-    metadata = json.loads(path.read_text(encoding="utf-8"))
-    version = str(metadata.get("version") or "0.0.0")
-    found = re.fullmatch(rf"(.*)\+{UNLEARNED_SUFFIX}\.(\d+)", version)
-    base, count = (found.group(1), int(found.group(2))) if found else (version, 0)
-    new_version = f"{base}+{UNLEARNED_SUFFIX}.{count + 1}"
-    metadata["version"] = new_version
-    changelog = metadata.get("changelog") if isinstance(metadata.get("changelog"), dict) else {}
-    metadata["changelog"] = {new_version: change, **changelog}
-    path.write_text(json.dumps(metadata, indent=4) + "\n", encoding="utf-8")
 
 
 def bundle_rules_markdown() -> str:
