@@ -332,8 +332,9 @@ def test_the_written_bundle_has_new_weights_a_new_version_and_no_stale_export(a_
     assert (unlearned / "docs" / "README.md").is_file()
     assert not (unlearned / "models" / "model.ts").exists()
     metadata = json.loads((unlearned / "configs" / "metadata.json").read_text())
-    assert metadata["version"] == "0.1.0+unlearned.2"  # trained, then unlearned
-    assert "noisy-label" in metadata["changelog"]["0.1.0+unlearned.2"]
+    assert metadata["version"] == "0.1.0+trained.1.unlearned.1"  # trained, then unlearned
+    assert "noisy-label" in metadata["changelog"]["0.1.0+trained.1.unlearned.1"]
+    assert list(metadata["changelog"])[1:] == ["0.1.0+trained.1", "0.1.0"]
     assert "070" not in json.dumps(metadata)  # the bundle names no subject
     old = torch.load(root / "train" / "bundle" / "models" / "model.pt", weights_only=True)
     new = torch.load(unlearned / "models" / "model.pt", weights_only=True)
@@ -441,3 +442,19 @@ def test_a_job_s_bundle_is_validated(given, match):
 
     with pytest.raises(InvalidInputError, match=match):
         JobSpec(command="evaluate", cohort="c", output="o", **given)
+
+
+@pytest.mark.parametrize(
+    ("version", "kind", "expected"),
+    [
+        ("0.2.0", "unlearned", "0.2.0+unlearned.1"),
+        ("0.2.0+unlearned.1", "unlearned", "0.2.0+unlearned.2"),
+        ("0.2.0+trained.1", "unlearned", "0.2.0+trained.1.unlearned.1"),
+        ("1.0+build7", "trained", "1.0+build7.trained.1"),
+        ("", "unlearned", "0.0.0+unlearned.1"),
+    ],
+)
+def test_a_written_bundle_gets_the_next_version(version, kind, expected):
+    from MachineUnlearningLib.model.bundle_writer import next_version
+
+    assert next_version(version, kind) == expected

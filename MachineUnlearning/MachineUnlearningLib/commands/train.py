@@ -208,6 +208,7 @@ def train_baseline(job: JobSpec, sink: EventSink) -> dict[str, str]:
             model.state_dict(),
             f"machine-unlearning {job.command}: weights trained on {len(train_ids)} subject(s) "
             f"({started_at})",
+            kind="trained",
         )
         _warn_stale(stale, sink)
         sink.emit("artifact", kind="bundle", path=str(written))

@@ -19,17 +19,23 @@ from pathlib import Path
 
 from MachineUnlearningLib.model.bundle import METADATA_FILE, WEIGHTS_FILE, Bundle
 from MachineUnlearningLib.runtime.errors import InvalidInputError
+from MachineUnlearningLib.runtime.options import look_up_option
 
-UNLEARNED_SUFFIX = "unlearned"
+CHANGE_KINDS = ("trained", "unlearned")
 
 
 def write_bundle(
-    bundle: Bundle, destination: str | os.PathLike, state_dict: Mapping, change: str
+    bundle: Bundle,
+    destination: str | os.PathLike,
+    state_dict: Mapping,
+    change: str,
+    kind: str = "unlearned",
 ) -> tuple[Path, list[str]]:
     """Write a copy of ``bundle`` at ``destination`` with ``state_dict`` as its weights.
 
-    ``configs/metadata.json`` gets a new version (``<version>+unlearned.<n>``) and ``change``
-    as its changelog entry; other weights files of ``models/`` are left out (they hold the old
+    ``configs/metadata.json`` gets a new version (:func:`next_version`: ``0.2.0`` ->
+    ``0.2.0+unlearned.1`` for ``kind`` "unlearned", "trained" likewise) and ``change`` as its
+    changelog entry; other weights files of ``models/`` are left out (they hold the old
     weights) and returned by name. The copy is made in a temporary folder beside
     ``destination`` and renamed into place; an existing ``destination`` is refused.
     """
@@ -54,7 +60,7 @@ def write_bundle(
         (copy / "models").mkdir(exist_ok=True)
         state = {k: v.detach().cpu() for k, v in state_dict.items()}
         torch.save(state, copy / WEIGHTS_FILE)
-        _update_metadata(copy / METADATA_FILE, change)
+        _update_metadata(copy / METADATA_FILE, change, look_up_option(kind, CHANGE_KINDS, "kind"))
         os.replace(copy, destination)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -74,12 +80,21 @@ def _ignore_models(root: Path):
     return ignore
 
 
-def _update_metadata(path: Path, change: str) -> None:
+def next_version(version: str, kind: str) -> str:
+    """The version after a change of ``kind``, as semantic-version build metadata:
+    ``0.2.0`` -> ``0.2.0+unlearned.1`` -> ``0.2.0+unlearned.2``; ``0.2.0+trained.1`` ->
+    ``0.2.0+trained.1.unlearned.1`` (one ``+``, dot-separated identifiers)."""
+    base, plus, build = (version or "0.0.0").partition("+")
+    found = re.fullmatch(rf"(?:(.*)\.)?{kind}\.(\d+)", build) if plus else None
+    if found is not None:
+        head = f"{found.group(1)}." if found.group(1) else ""
+        return f"{base}+{head}{kind}.{int(found.group(2)) + 1}"
+    return f"{base}+{build}{'.' if build else ''}{kind}.1"
+
+
+def _update_metadata(path: Path, change: str, kind: str) -> None:
     metadata = json.loads(path.read_text(encoding="utf-8"))
-    version = str(metadata.get("version") or "0.0.0")
-    found = re.fullmatch(rf"(.*)\+{UNLEARNED_SUFFIX}\.(\d+)", version)
-    base, count = (found.group(1), int(found.group(2))) if found else (version, 0)
-    new_version = f"{base}+{UNLEARNED_SUFFIX}.{count + 1}"
+    new_version = next_version(str(metadata.get("version") or ""), kind)
     metadata["version"] = new_version
     changelog = metadata.get("changelog") if isinstance(metadata.get("changelog"), dict) else {}
     metadata["changelog"] = {new_version: change, **changelog}
