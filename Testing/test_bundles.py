@@ -458,3 +458,19 @@ def test_a_written_bundle_gets_the_next_version(version, kind, expected):
     from MachineUnlearningLib.model.bundle_writer import next_version
 
     assert next_version(version, kind) == expected
+
+
+def test_a_network_def_given_by_reference_is_followed(tmp_path):
+    root = write_zoo_bundle(tmp_path / "b", dict(UNET))
+    path = root / "configs" / "inference.json"
+    config = json.loads(path.read_text())
+    config["unet_def"], config["network_def"] = config["network_def"], "@unet_def"
+    config["use_sigmoid"] = False
+    config["postprocessing"]["transforms"][0] = {
+        "_target_": "Activationsd",
+        "keys": "pred",
+        "softmax": True,
+        "sigmoid": "@use_sigmoid",
+    }
+    path.write_text(json.dumps(config))
+    assert read_bundle(root).spec.adapter == "monai-unet"

@@ -234,6 +234,16 @@ class _ConfigReader:
             raise InvalidInputError(f"{key}: missing from {self.config_file}.")
         return value
 
+    def follow(self, key: str) -> tuple[str, Any]:
+        """``key``'s raw entry, following ``@`` references to another entry; (its key, it)."""
+        raw = self.raw(key)
+        for _ in range(20):
+            if not (isinstance(raw, str) and raw.startswith("@")):
+                return key, raw
+            key = raw[1:].replace("::", "#")
+            raw = self.raw(key)
+        raise InvalidInputError(f"{key}: references nest too deep (a cycle?).")
+
     def value(self, key: str, raw: Any = None, depth: int = 0) -> Any:
         raw = self.raw(key) if raw is None else raw
         if depth > 20:
@@ -264,16 +274,12 @@ def _network(reader: _ConfigReader) -> ModelSpec:
             f"{NETWORK_KEY}: missing from {reader.config_file}.",
             hint="The engine builds the bundle's network from its network_def.",
         )
-    raw = reader.raw(NETWORK_KEY)
+    key, raw = reader.follow(NETWORK_KEY)
     if not isinstance(raw, Mapping):
-        raw = reader.value(NETWORK_KEY) if isinstance(raw, str) and raw.startswith("@") else raw
-    if not isinstance(raw, Mapping):
-        raise InvalidInputError(f"{NETWORK_KEY}: expected a dict with a _target_.")
-    adapter = adapter_for_target(raw.get("_target_"), f"{NETWORK_KEY}#_target_")
+        raise InvalidInputError(f"{key}: expected a dict with a _target_.")
+    adapter = adapter_for_target(raw.get("_target_"), f"{key}#_target_")
     arguments = {
-        k: reader.value(f"{NETWORK_KEY}#{k}", v)
-        for k, v in raw.items()
-        if k not in CONFIG_SYNTAX_KEYS
+        k: reader.value(f"{key}#{k}", v) for k, v in raw.items() if k not in CONFIG_SYNTAX_KEYS
     }
     return ModelSpec.create(adapter.name, arguments, NETWORK_KEY)
 
@@ -291,10 +297,7 @@ def _channel_names(entries: Mapping[str, Any], channels: int) -> tuple[str, ...]
 
 
 def _transform_items(reader: _ConfigReader, key: str) -> list:
-    raw = reader.raw(key)
-    while isinstance(raw, str) and raw.startswith("@"):
-        key = raw[1:].replace("::", "#")
-        raw = reader.raw(key)
+    key, raw = reader.follow(key)
     if isinstance(raw, Mapping) and raw.get("_target_", "").rsplit(".", 1)[-1] == "Compose":
         items = raw.get("transforms")
         if isinstance(items, list):
@@ -333,18 +336,25 @@ def _check_postprocessing(reader: _ConfigReader) -> None:
             continue
         name = str(item.get("_target_", "")).rsplit(".", 1)[-1]
         key = f"{POSTPROCESSING_KEY}#transforms#{index}"
-        if name in ("Activationsd", "Activations") and item.get("sigmoid") not in (None, False):
+        if name in ("Activationsd", "Activations") and _given(reader, item, key, "sigmoid"):
             raise InvalidInputError(
                 f"{key}#sigmoid: sigmoid (multi-label) outputs are not supported: the engine "
                 "trains and scores one softmax class per voxel.",
                 hint="Only bundles whose outputs are mutually exclusive classes (softmax) can "
                 "be unlearned.",
             )
-        if name in ("AsDiscreted", "AsDiscrete") and item.get("threshold") is not None:
+        if name in ("AsDiscreted", "AsDiscrete") and _given(reader, item, key, "threshold"):
             raise InvalidInputError(
                 f"{key}#threshold: thresholded (multi-label) outputs are not supported: the "
                 "engine takes the argmax over softmax classes."
             )
+
+
+def _given(reader: _ConfigReader, item: Mapping[str, Any], key: str, argument: str) -> bool:
+    """Whether a transform's ``argument`` is set (present, and neither None nor False)."""
+    if argument not in item:
+        return False
+    return reader.value(f"{key}#{argument}", item[argument]) not in (None, False)
 
 
 def _inferer_notes(reader: _ConfigReader, spec: ModelSpec) -> tuple[str, ...]:
