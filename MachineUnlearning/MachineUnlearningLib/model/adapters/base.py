@@ -166,17 +166,20 @@ class Adapter:
             return self.builder(self, arguments, seed)
         import torch
 
-        network_type = self.network_type()
-        with torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(seed)
-            try:
-                return network_type(**from_plain(arguments))
-            except (ValueError, TypeError, AssertionError) as exc:
-                raise InvalidInputError(
-                    f"network: {self.class_name}({_short(arguments)}) cannot be built: {exc}",
-                    hint="Check the network arguments against MONAI's documentation.",
-                ) from None
+        if seed is None:
+            return self._construct(arguments)
+        with torch.random.fork_rng(devices=[]):  # the run's global RNG stream is left alone
+            torch.manual_seed(seed)
+            return self._construct(arguments)
+
+    def _construct(self, arguments: Arguments):
+        try:
+            return self.network_type()(**from_plain(arguments))
+        except (ValueError, TypeError, AssertionError) as exc:
+            raise InvalidInputError(
+                f"network: {self.class_name}({_short(arguments)}) cannot be built: {exc}",
+                hint="Check the network arguments against MONAI's documentation.",
+            ) from None
 
 
 @dataclass(frozen=True)
