@@ -39,6 +39,7 @@ ALLOWED_MODULE_IMPORTS = {
     "typing",
     "enum",
     "logging",
+    "importlib",
 }
 # Folders under MachineUnlearning/ whose .py files are not module scripts (in-Slicer tests are
 # registered by their own CMakeLists.txt).

@@ -18,12 +18,13 @@ class Parameters(Protocol):
     """The fields of ``MachineUnlearningParameterNode`` (MachineUnlearning.py) the presenter uses.
 
     Inside Slicer this is the ``parameterNodeWrapper`` instance; ``AddObserver`` /
-    ``RemoveObserver`` reach its ``vtkMRMLScriptedModuleNode``.
+    ``RemoveObserver`` reach its ``vtkMRMLScriptedModuleNode``. Paths are strings, "" when
+    unset: the wrapper's ``Path`` type would store and show an unset path as ".".
     """
 
-    checkpoint: Path
-    cohort: Path
-    output: Path
+    checkpoint: str
+    cohort: str
+    output: str
     strategy: str
     fixDecoder: bool
     epochs: int
@@ -32,7 +33,7 @@ class Parameters(Protocol):
     device: str
     subjectRoles: Any
     resultsTable: Any
-    lastRun: Path
+    lastRun: str
 
     def AddObserver(self, event: Any, callback: Any, priority: float = 0.0) -> int: ...
 
@@ -40,17 +41,25 @@ class Parameters(Protocol):
 
 
 def is_set(path: Any) -> bool:
-    """A path parameter that the user has filled in (the wrapper's default is ``Path()``)."""
-    return path is not None and str(path) not in ("", ".")
+    """A path the user has filled in ("." is how scenes saved by older versions store unset)."""
+    return path is not None and str(path).strip() not in ("", ".")
+
+
+def path_text(path: Any) -> str:
+    """What a path box shows: the path, or nothing when it is unset."""
+    return str(path).strip() if is_set(path) else ""
 
 
 def unlearning_problem(parameters: Parameters, roles: Mapping[str, str]) -> str:
-    """Why Apply is not possible yet ("" when it is); cheap, for the button's tooltip."""
+    """Why Apply is not possible yet ("" when it is); cheap, for the button's tooltip.
+
+    ``roles`` is the Cases table read by ``scene.table_to_subject_roles``.
+    """
     if not is_set(parameters.checkpoint) or not Path(parameters.checkpoint).is_file():
         return "Choose the trained model (checkpoint) first, or train a baseline."
     if not is_set(parameters.cohort) or not Path(parameters.cohort).is_dir():
         return "Choose the cohort folder first, or generate the demo cohort."
-    if parameters.subjectRoles is None:
+    if parameters.subjectRoles is None or not roles:
         return "The cohort has no subjects."
     if "forget" not in roles.values():
         return "Mark at least one subject as 'forget' in the Cases table."
@@ -76,7 +85,7 @@ def unlearning_job(
         output=str(output),
         checkpoint=str(parameters.checkpoint),
         forget_ids=[s for s, r in roles.items() if r == "forget"],
-        retain_ids=[s for s, r in roles.items() if r in ("retain", "train")],
+        retain_ids=[s for s, r in roles.items() if r == "retain"],
         held_out_ids=held_out or None,
         strategy=parameters.strategy,
         fix_decoder=parameters.fixDecoder,

@@ -1,125 +1,57 @@
 """The Slicer module's presenter: everything the widget shows and does, as plain Python.
 
-The widget (MachineUnlearning.py) only connects Qt signals to the methods here and draws
-:class:`ViewState` in :meth:`View.render`. The presenter turns the parameters into jobs, runs
-them through :class:`~MachineUnlearningLib.app.runner.RunController`, imports the results with
-``scene.py`` and decides what is enabled and why. Tested in pytest against slicer-core.
+The widget (MachineUnlearning.py) connects Qt signals to the methods here and draws
+:class:`ViewState` in :meth:`View.render`; it decides nothing. The presenter follows the
+parameter node and the Cases table (ModifiedEvent observers), turns the parameters into jobs,
+runs them through ``session.RunSession`` (the worker, bound to its scene, and the results),
+asks the worker in the background for what needs torch (``queries.py``), and decides what is
+enabled and why. Its ``poll`` is called by the widget's timer; nothing here waits on a process.
+Tested in pytest against slicer-core (Testing/test_module_flows.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
-import sys
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from vtkmodules.vtkCommonCore import vtkCommand
 
-from MachineUnlearningLib.app import dependencies, results, roles
+from MachineUnlearningLib.app import dependencies, output_folders, queries, results
 from MachineUnlearningLib.app import scene as mrml
+from MachineUnlearningLib.app.cases import Cases, weak_observer
 from MachineUnlearningLib.app.parameters import (
     Parameters,
     baseline_job,
     is_set,
+    path_text,
     unlearning_job,
     unlearning_problem,
 )
-from MachineUnlearningLib.app.runner import WORKER_MODULE_ENTRY, Progress, RunController
+from MachineUnlearningLib.app.queries import QueryBoard, WorkerSettings
+from MachineUnlearningLib.app.runner import Progress
+from MachineUnlearningLib.app.session import DEFAULT_MODALITY, RunSession
+from MachineUnlearningLib.app.view_state import Desktop, View, ViewState, show_progress
+from MachineUnlearningLib.runtime.errors import MachineUnlearningError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODALITY = "reg_T1"
-IDLE_STATES = ("idle", "done", "failed", "cancelled")
-CANCEL_STATES = ("starting", "running")
+__all__ = ["Desktop", "Presenter", "View", "ViewState", "WorkerSettings"]
 
-
-@dataclass
-class ViewState:
-    """Everything the widget draws (``progress`` None = a busy bar)."""
-
-    apply_text: str = "Apply"
-    apply_enabled: bool = False
-    apply_tooltip: str = ""
-    can_train_baseline: bool = False
-    can_generate_demo_cohort: bool = True
-    has_results: bool = False
-    can_open_output_folder: bool = False
-    checkpoint_text: str = ""
-    cohort_text: str = ""
-    output_text: str = ""
-    model_summary: str = ""
-    strategies: tuple[tuple[str, str], ...] = ()
-    strategy: str = ""
-    strategy_description: str = ""
-    devices: tuple[tuple[str, str], ...] = ()
-    device: str = "auto"
-    subject_table: Any = None
-    results_table: Any = None
-    selected_subjects: tuple[str, ...] = ()
-    progress: float | None = 0.0
-    status: str = ""
-    results_summary: str = "No results yet."
-    compare_subjects: tuple[str, ...] = ()
-    show_results: bool = False
-
-
-class View(Protocol):
-    """The widget, as the presenter sees it."""
-
-    def render(self, state: ViewState) -> None: ...
-
-    def append_log(self, line: str) -> None: ...
-
-    def clear_log(self) -> None: ...
-
-
-class Desktop(Protocol):
-    """Slicer application calls that are not MRML (layouts, dialogs, the poll timer)."""
-
-    def confirm(self, text: str, title: str) -> bool: ...
-
-    def show_chart(self, chart: Any) -> None: ...
-
-    def show_volume(self, volume: Any) -> None: ...
-
-    def show_comparison(self) -> None: ...
-
-    def open_folder(self, path: Path) -> None: ...
-
-    def start_polling(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """How worker processes start (see ``WorkerProcess``)."""
-
-    python_executable: str | None = None
-    entry: tuple[str, ...] = WORKER_MODULE_ENTRY
-    base_env: Mapping[str, str] | None = None
-    pythonpath: tuple[str, ...] = ()
-
-
-@dataclass
-class _Run:
-    kind: str = ""
-    pending_cohort: Path | None = None
+DEMO_HELD_OUT = 3  # held-out subjects of the demo cohort; the privacy audit needs >= 2
 
 
 class Presenter:
-    """The module's behaviour, over a scene, a view, the desktop and an installer.
+    """The module's behaviour over a scene, a view, the desktop and an installer.
 
     Args:
-        scene: the MRML scene (``slicer.mrmlScene`` in Slicer).
+        scene: the MRML scene (``slicer.mrmlScene``); its StartCloseEvent is observed.
         view, desktop: see :class:`View`, :class:`Desktop`.
-        installer: the Slicer/PyTorchUtils calls (``dependencies.Installer``).
+        installer: the Slicer / PyTorchUtils calls (``dependencies.Installer``).
         requirements: Resources/requirements.txt.
         worker: how worker processes start.
-        scene_folder: Slicer's default scene folder (the default output root is below it).
+        output_root: default folder for runs; None = ``output_folders.default_output_root()``.
     """
 
     def __init__(
@@ -129,55 +61,56 @@ class Presenter:
         desktop: Desktop,
         installer: dependencies.Installer,
         requirements: Path,
-        worker: WorkerSettings = WorkerSettings(),
-        scene_folder: Path | str = ".",
+        worker: WorkerSettings | None = None,
+        output_root: Path | None = None,
     ) -> None:
         self.scene = scene
         self.view = view
         self.desktop = desktop
         self.installer = installer
         self.requirements = Path(requirements)
-        self.worker = worker
-        self.scene_folder = Path(scene_folder)
+        self.worker = worker or WorkerSettings()
+        self.output_root = Path(output_root or output_folders.default_output_root())
         self.state = ViewState()
         self.parameters: Parameters | None = None
-        self.last_status: str | None = None
         self._observer: int | None = None
+        self._refreshing = False
         self._listed_cohort: str | None = None
-        self._described_checkpoint: str | None = None
-        self._run = _Run()
-        self._metrics: dict | None = None
-        self._chart: Any = None
-        self.controller = RunController(
-            on_progress=self._on_progress,
-            on_log=self.view.append_log,
-            on_finished=self._on_finished,
-            import_results=self._import_results,
-            python_executable=worker.python_executable,
-            entry=worker.entry,
-            base_env=worker.base_env,
-            pythonpath=worker.pythonpath,
+        self._described: str | None = None
+        self.cases = Cases(scene, self.refresh)
+        self.queries = QueryBoard(self.worker, desktop.start_polling)
+        self.session = RunSession(
+            scene, desktop, self.worker, self._on_progress, view.append_log, self._on_finished
         )
-        self.state.strategies = tuple(self._strategy_presets())
-        self.state.devices = tuple(self.available_devices(query_gpus=False))
+        self._scene_observer = scene.AddObserver(
+            scene.StartCloseEvent, weak_observer(self, "scene_closing")
+        )
+        from MachineUnlearningLib.strategies import STRATEGIES  # torch-free registry
+
+        self.state.strategies = tuple((n, s.summary) for n, s in STRATEGIES.items())
+        self.state.devices = tuple(queries.device_choices([]))
 
     # -- parameters -------------------------------------------------------------------------
 
     def attach(self, parameters: Parameters | None) -> None:
-        """Follow ``parameters`` (None: follow nothing)."""
+        """Follow ``parameters`` (the scene's parameter node; None: follow nothing)."""
         self.detach()
         self.parameters = parameters
-        if parameters is not None:
-            self._observer = parameters.AddObserver(
-                vtkCommand.ModifiedEvent, lambda caller, event: self.refresh()
-            )
-            self.refresh()
+        if parameters is None:
+            return
+        self._observer = parameters.AddObserver(
+            vtkCommand.ModifiedEvent, weak_observer(self, "refresh")
+        )
+        if not is_set(parameters.output):
+            parameters.output = str(self.output_root)  # stated and changeable in the module
+        self.refresh()
 
     def detach(self) -> None:
         if self.parameters is not None and self._observer is not None:
             self.parameters.RemoveObserver(self._observer)
         self._observer = None
         self.parameters = None
+        self.cases.follow(None)
 
     def set_strategy(self, name: str) -> None:
         if self.parameters is not None and name:
@@ -188,358 +121,273 @@ class Presenter:
             self.parameters.device = value
 
     def set_path(self, name: str, text: str) -> None:
-        """``name`` is checkpoint, cohort or output; ``text`` what the path box holds."""
-        if self.parameters is not None:
-            setattr(self.parameters, name, Path(text))
+        """What the ``checkpoint``, ``cohort`` or ``output`` path box now holds."""
+        if self.parameters is not None and path_text(getattr(self.parameters, name)) != text:
+            setattr(self.parameters, name, text)
 
     # -- what the view shows ----------------------------------------------------------------
 
     def refresh(self) -> None:
+        """Recompute the state from the parameters and the Cases table, and draw it."""
         pn = self.parameters
-        if pn is None:
+        if pn is None or self._refreshing:
             return
+        self._refreshing = True
+        try:
+            self._refresh(pn)
+        finally:
+            self._refreshing = False
+        self.view.render(self.state)
+
+    def _refresh(self, pn: Parameters) -> None:
         state = self.state
-        state.strategy = pn.strategy
-        state.device = pn.device
-        state.subject_table = pn.subjectRoles
-        state.results_table = pn.resultsTable
-        state.checkpoint_text = str(pn.checkpoint)
-        state.cohort_text = str(pn.cohort)
-        state.output_text = str(pn.output)
+        state.strategy, state.device = pn.strategy, pn.device
+        if pn.device not in dict(state.devices):  # e.g. a GPU chosen in an earlier session
+            state.devices += ((pn.device, f"{pn.device} (not listed yet: Refresh)"),)
         state.strategy_description = dict(state.strategies).get(pn.strategy, "")
-        if str(pn.cohort) != self._listed_cohort:
-            self._listed_cohort = str(pn.cohort)
-            try:
-                self.update_subject_roles()
-            except Exception as error:
-                state.status = str(error)
-        if str(pn.checkpoint) != self._described_checkpoint:
-            self._described_checkpoint = str(pn.checkpoint)
-            state.model_summary = self.describe_checkpoint(pn.checkpoint)
+        state.checkpoint_text = path_text(pn.checkpoint)
+        state.cohort_text = path_text(pn.cohort)
+        state.output_text = path_text(pn.output)
+        if state.cohort_text != self._listed_cohort:
+            self._listed_cohort = state.cohort_text
+            if state.cohort_text:
+                pn.subjectRoles, problem = self.cases.fill(state.cohort_text, pn.subjectRoles)
+                state.status = problem or state.status
+        self.cases.follow(pn.subjectRoles)
+        state.subject_table, state.results_table = pn.subjectRoles, pn.resultsTable
+        present = set(self.cases.roles_or_empty(pn.subjectRoles))
+        state.selected_subjects = tuple(s for s in state.selected_subjects if s in present)
+        state.selection_text = self._selection_text()
+        if state.checkpoint_text != self._described:
+            self._described = state.checkpoint_text
+            self._describe(state.checkpoint_text)
         self._update_buttons()
-        self.view.render(state)
 
     def _update_buttons(self) -> None:
         pn, state = self.parameters, self.state
-        active = self.controller.state.value not in IDLE_STATES
-        try:
-            problem = unlearning_problem(pn, self.subject_roles()) if pn else "No parameters."
-        except Exception as error:
-            problem = str(error)
+        active = self.session.active
         if not active:
-            state.apply_text = "Apply"
-            state.apply_enabled = not problem
+            problem = self.apply_problem()
+            state.apply_text, state.apply_enabled = "Apply", not problem
             state.apply_tooltip = problem or "Run the unlearning in the background."
         state.can_train_baseline = not active and pn is not None and is_set(pn.cohort)
         state.can_generate_demo_cohort = not active
-        has_run = pn is not None and is_set(pn.lastRun)
-        state.has_results = has_run and not active
-        state.can_open_output_folder = has_run
+        state.can_edit_roles = not active and bool(state.selected_subjects)
+        run = Path(pn.lastRun) if pn is not None and is_set(pn.lastRun) else None
+        state.has_results = bool(run) and not active and bool(self.session.results.nodes)
+        state.can_open_output_folder = (run or Path(state.output_text or ".")).is_dir()
+        state.can_delete_outputs = bool(run) and not active and run.is_dir()
+
+    def apply_problem(self) -> str:
+        """Why Apply is not possible yet ("" when it is)."""
+        if self.parameters is None:
+            return "No parameter node."
+        try:
+            current = self.subject_roles()
+        except MachineUnlearningError as error:
+            return f"{error.message} {error.hint}".strip()
+        return unlearning_problem(self.parameters, current)
+
+    def _say(self, text: str) -> None:
+        self.state.status = text
+        self.view.render(self.state)
 
     # -- cases ------------------------------------------------------------------------------
 
-    def update_subject_roles(self) -> None:
-        """Fill the subject table from the cohort; keeps 'forget' marks of subjects still there."""
-        pn = self.parameters
-        if pn is None or not is_set(pn.cohort) or not Path(pn.cohort).is_dir():
-            return
-        from MachineUnlearningLib.data.cohort import discover_cohort
-        from MachineUnlearningLib.runtime.errors import InvalidInputError
-
-        try:
-            subjects = [(s.subject_id, s.group) for s in discover_cohort(pn.cohort)]
-        except InvalidInputError as error:
-            logger.info("No subjects listed: %s %s", error, error.hint)
-            return
-        new_roles, groups = roles.roles_for_cohort(subjects, self.subject_roles())
-        pn.subjectRoles = mrml.subject_roles_to_table(
-            self.scene, new_roles, table=pn.subjectRoles, groups=groups
-        )
-
     def subject_roles(self) -> dict[str, str]:
-        if self.parameters is None or self.parameters.subjectRoles is None:
-            return {}
-        return mrml.table_to_subject_roles(self.parameters.subjectRoles)
-
-    def set_subject_roles(self, new_roles: Mapping[str, str]) -> None:
-        pn = self.parameters
-        groups = {s: ("held-out" if r == "held-out" else "training") for s, r in new_roles.items()}
-        pn.subjectRoles = mrml.subject_roles_to_table(
-            self.scene, new_roles, table=pn.subjectRoles, groups=groups
-        )
+        """subject id -> role, read from the Cases table (raises for an unknown role)."""
+        return self.cases.roles(self.parameters.subjectRoles if self.parameters else None)
 
     def select_view_rows(self, rows: list[int]) -> None:
-        """The rows selected in the Cases table view."""
-        table = self.parameters.subjectRoles if self.parameters else None
-        self._selected_rows = sorted(set(rows))
-        self.state.selected_subjects = tuple(roles.subject_at_row(table, r) for r in rows)
+        """The rows selected in the Cases view (view rows, as the Qt selection gives them)."""
+        table = self.parameters.subjectRoles if self.parameters is not None else None
+        self.state.selected_subjects = self.cases.subjects_at(table, rows)
+        self.state.selection_text = self._selection_text()
+        self._update_buttons()
         self.view.render(self.state)
+
+    def _selection_text(self) -> str:
+        table = self.parameters.subjectRoles if self.parameters is not None else None
+        current = self.cases.roles_or_empty(table)
+        chosen = [f"{s} ({current.get(s, '?')})" for s in self.state.selected_subjects]
+        return "Selected: " + ", ".join(chosen) if chosen else ""
 
     def toggle_forget(self) -> None:
         """Selected training subjects: retain <-> forget (held-out subjects stay held out)."""
-        self.set_subject_roles(roles.toggled(self.subject_roles(), self.state.selected_subjects))
+        table = self.parameters.subjectRoles if self.parameters is not None else None
+        if table is None or not self.state.selected_subjects:
+            self._say("Select a subject in the Cases table first.")
+            return
+        self.cases.toggle(table, self.state.selected_subjects)  # the table's event refreshes
 
     def load_mri(self, modality: str = DEFAULT_MODALITY) -> Any:
         """Load the selected subject's MRI (default reg_T1) and show it in the slice views."""
         if not self.state.selected_subjects:
-            self._say("Select a subject in the table first.")
+            self._say("Select a subject in the Cases table first.")
             return None
         subject_id = self.state.selected_subjects[0]
-        volume = mrml.load_volume(
-            self.scene, self.subject_image(subject_id, modality), f"{subject_id} {modality}"
-        )
+        image = self.cases.image(self.parameters.cohort, subject_id, modality)
+        volume = mrml.load_volume(self.scene, image, f"{subject_id} {modality}")
         self.desktop.show_volume(volume)
         return volume
 
-    def subject_image(self, subject_id: str, modality: str = DEFAULT_MODALITY) -> Path:
-        from MachineUnlearningLib.data.cohort import discover_cohort
+    # -- background questions: the model summary and the GPUs ------------------------------
 
-        for subject in discover_cohort(self.parameters.cohort):
-            if subject.subject_id == subject_id:
-                return Path(subject.images[modality])
-        raise ValueError(f"Subject {subject_id} is not in the cohort {self.parameters.cohort}.")
+    def _describe(self, path: str) -> None:
+        """The model summary, read by the worker (Slicer's process never imports torch)."""
 
-    # -- model and devices ------------------------------------------------------------------
+        def show(text: str) -> None:
+            if path == self._described:  # not an answer about a model chosen before
+                self.state.model_summary = text
+                self.view.render(self.state)
 
-    def describe_checkpoint(self, path: Any) -> str:
-        """Architecture, labels and trained-on subjects of a checkpoint, as one short text."""
-        if not is_set(path):
-            return "No model selected: choose a checkpoint or train a baseline."
-        if not Path(path).is_file():
-            return f"{path} does not exist."
-        if not dependencies.torch_installed(self.installer) or dependencies.missing_requirements(
-            self.requirements
-        ):
-            return "Install the dependencies (Apply does it) to read the model."
-        try:
-            from MachineUnlearningLib.model.checkpoint import load_checkpoint
-
-            loaded = load_checkpoint(path)
-        except Exception as error:
-            return f"Cannot read this model: {error}"
-        config, metadata = loaded.config, loaded.metadata
-        text = (
-            f"MedicalNet ResNet-{config.depth} (shortcut {config.shortcut_type}, width "
-            f"{config.base_width}), {config.in_channels} input(s), {config.num_classes} classes"
-        )
-        if metadata.get("label_policy"):
-            text += f"; labels: {metadata['label_policy']}"
-        trained_on = (metadata.get("subject_ids") or {}).get("trained_on")
-        if trained_on:
-            text += f"; trained on {len(trained_on)} subject(s): {', '.join(trained_on)}"
-        return text
-
-    @staticmethod
-    def _strategy_presets() -> list[tuple[str, str]]:
-        from MachineUnlearningLib.strategies import STRATEGIES
-
-        return [(name, strategy.summary) for name, strategy in STRATEGIES.items()]
-
-    def available_devices(self, query_gpus: bool = True) -> list[tuple[str, str]]:
-        """(value, label): auto, each CUDA GPU with its free memory, cpu."""
-        devices = [("auto", "auto (GPU if available)")]
-        if query_gpus:
-            dependencies.ensure_torch(self.installer)
-            for index, name, free, total in self._query_gpus():
-                label = f"GPU {index}: {name} ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free)"
-                devices.append((f"cuda:{index}", label))
-        devices.append(("cpu", "CPU"))
-        return devices
-
-    def _query_gpus(self) -> list:
-        script = (
-            "import json, torch\n"
-            "gpus = []\n"
-            "if torch.cuda.is_available():\n"
-            "    for i in range(torch.cuda.device_count()):\n"
-            "        free, total = torch.cuda.mem_get_info(i)\n"
-            "        gpus.append([i, torch.cuda.get_device_name(i), free, total])\n"
-            "print(json.dumps(gpus))\n"
-        )
-        result = subprocess.run(
-            [self.worker.python_executable or sys.executable, "-c", script],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=dict(self.worker.base_env) if self.worker.base_env else None,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"Listing GPUs failed:\n{result.stderr[-2000:]}")
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        self.state.model_summary = queries.describe_checkpoint(self.queries, path, show)
 
     def refresh_devices(self) -> None:
-        self.state.devices = tuple(self.available_devices(query_gpus=True))
+        """List the GPUs with their free memory, in the background."""
+
+        def done(devices: list | None, text: str) -> None:
+            self.state.devices = tuple(devices or self.state.devices)
+            self.state.devices_pending = False
+            self._say(text)
+
+        self.state.status = queries.list_devices(self.queries, done)
+        self.state.devices_pending = self.queries.running("devices")
         self.view.render(self.state)
 
     # -- runs -------------------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
-        return self.controller.active
+        return self.session.active
 
-    def new_run_folder(self, label: str) -> Path:
+    @property
+    def last_status(self) -> str | None:
+        return self.session.controller.status
+
+    def _ensure_dependencies(self) -> None:
+        had_torch = dependencies.installed_version("torch") is not None
+        dependencies.ensure_dependencies(self.installer, self.requirements)
+        if not had_torch:  # describe the model now that the worker can read it
+            self._described = None
+            self.refresh()
+
+    def _new_run_folder(self, label: str) -> Path:
         pn = self.parameters
-        base = Path(pn.output) if is_set(pn.output) else self.scene_folder / "MachineUnlearning"
-        return base / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}"
+        root = Path(pn.output) if is_set(pn.output) else self.output_root
+        return output_folders.new_run_folder(root, label)
 
     def apply(self, config: Mapping[str, Any] | None = None) -> None:
-        """Apply starts the unlearning run; while one runs it cancels it."""
-        if self.controller.state.value in (*CANCEL_STATES, "cancelling"):
-            self.controller.cancel()
+        """Apply starts the unlearning run; while one runs, it cancels it (twice: kills it)."""
+        if self.session.cancellable:
+            self.session.cancel()
             return
-        self.view.clear_log()
-        self.start_unlearning(config)
-
-    def start_unlearning(self, config: Mapping[str, Any] | None = None) -> None:
-        dependencies.ensure_dependencies(self.installer, self.requirements)
-        pn = self.parameters
-        problem = unlearning_problem(pn, self.subject_roles())
+        problem = self.apply_problem()
         if problem:
             raise ValueError(problem)
+        self._ensure_dependencies()
         from MachineUnlearningLib.strategies import get_strategy
 
-        get_strategy(pn.strategy)
-        job = unlearning_job(pn, self.subject_roles(), self.new_run_folder(pn.strategy), config)
-        self._start("unlearn", job)
+        pn = self.parameters
+        get_strategy(pn.strategy)  # an unknown name lists the valid ones
+        job = unlearning_job(pn, self.subject_roles(), self._new_run_folder(pn.strategy), config)
+        self.view.clear_log()
+        self.session.start("unlearn", job, pn)
 
     def train_baseline(
         self, config: Mapping[str, Any] | None = None, epochs: int | None = None
     ) -> None:
-        dependencies.ensure_dependencies(self.installer, self.requirements)
-        if not is_set(self.parameters.cohort):
+        """Train a baseline on every training subject; it becomes the trained model."""
+        if self.parameters is None or not is_set(self.parameters.cohort):
             raise ValueError("Choose the cohort folder first, or generate the demo cohort.")
+        self._ensure_dependencies()
+        job = baseline_job(self.parameters, self._new_run_folder("baseline"), config, epochs)
         self.view.clear_log()
-        self._start(
-            "train", baseline_job(self.parameters, self.new_run_folder("baseline"), config, epochs)
-        )
+        self.session.start("train", job, self.parameters)
 
-    def generate_demo_cohort(self, folder: Path | None = None, held_out: int = 3) -> None:
-        """Write the synthetic demo cohort in the background; sets the cohort when done."""
-        dependencies.ensure_dependencies(self.installer, self.requirements)
-        folder = Path(folder) if folder is not None else self.new_run_folder("demo-cohort")
-        self._run = _Run(kind="make-cohort", pending_cohort=folder)
-        arguments = ["--out", str(folder), "--held-out", str(held_out)]
-        self.controller.start_command("make-cohort", arguments, device="cpu", events=False)
-        self.desktop.start_polling()
-
-    def _start(self, kind: str, job: Any) -> None:
-        self._run = _Run(kind=kind)
-        self.controller.start(job)
-        self.desktop.start_polling()
+    def generate_demo_cohort(
+        self, folder: Path | None = None, held_out: int = DEMO_HELD_OUT
+    ) -> None:
+        """Write the synthetic demo cohort in the background; it becomes the cohort."""
+        self._ensure_dependencies()
+        folder = Path(folder) if folder is not None else self._new_run_folder("demo-cohort")
+        self.view.clear_log()
+        self.session.start_demo_cohort(folder, held_out, self.parameters)
 
     def cancel(self) -> None:
-        self.controller.cancel()
+        self.session.cancel()
 
     def poll(self) -> bool:
-        """Called by the widget's timer; True while it must keep calling."""
+        """Called by the widget's timer on the GUI thread; True while it must keep calling."""
         try:
-            return self.controller.poll()
-        except Exception:
+            active = self.session.poll()
+        except Exception:  # following the run must never break the GUI
             logger.exception("Following the background run failed")
-            return False
+            active = False
+        return self.queries.poll() or active
 
     def shutdown(self) -> None:
         """Module cleanup / application exit: no worker outlives Slicer."""
         self.detach()
-        if self.controller.active and self.controller.worker is not None:
-            self.controller.worker.kill_tree()
+        self.scene.RemoveObserver(self._scene_observer)
+        self.queries.cancel()
+        self.session.kill()
+
+    def scene_closing(self) -> None:
+        """StartCloseEvent: the scene's nodes go; a run in flight never imports afterwards."""
+        self.cases.follow(None)
+        self._listed_cohort = None
+        self.state.selected_subjects = ()
+        self._show_no_results()
+        text = self.session.scene_closing()
+        if text:
+            self._say(text)
 
     def _on_progress(self, progress: Progress) -> None:
-        state = self.state
-        value = progress.state.value
-        if value in CANCEL_STATES:
-            state.apply_text, state.apply_enabled = "Cancel", True
-            state.apply_tooltip = "Stop the run after its current step."
-        elif value == "cancelling":
-            state.apply_text, state.apply_enabled = "Cancelling… (click to stop now)", True
-            state.apply_tooltip = "Kill the background process at once."
-        elif value == "importing":
-            state.apply_enabled = False
-        if progress.fraction is None and value in ("starting", "running", "importing"):
-            state.progress = None
-        else:
-            state.progress = progress.fraction or 0.0
-        phase = f"{progress.phase}: " if progress.phase and value == "running" else ""
-        state.status = phase + progress.text
+        show_progress(self.state, progress)
+        self._update_buttons()
+        self.view.render(self.state)
+
+    def _on_finished(self, kind: str, status: str, text: str) -> None:
+        state, metrics = self.state, self.session.results.metrics
+        state.status = text
+        if status == "ok" and kind == "unlearn" and metrics:
+            state.results_summary = results.results_summary(metrics)
+            state.compare_subjects = tuple(results.comparable_subjects(metrics))
+            state.show_results = True
         self._update_buttons()
         self.view.render(state)
 
-    def _on_finished(self, status: str, outputs: dict) -> None:
-        self.last_status = status
-        kind = self._run.kind
-        if status == "ok" and kind == "make-cohort" and self._run.pending_cohort is not None:
-            self.parameters.cohort = self._run.pending_cohort
-        if status == "ok" and kind == "unlearn":
-            self.state.results_summary = results.results_summary(self._last_metrics())
-            self.state.compare_subjects = tuple(results.comparable_subjects(self._last_metrics()))
-            self.state.show_results = True
-        self.state.status = f"{kind}: {self.controller.message}"
-        self._update_buttons()
-        self.view.render(self.state)
-
     # -- results ----------------------------------------------------------------------------
 
-    def _import_results(self, job: Any, outputs: dict) -> None:
-        pn = self.parameters
-        output = Path(job.output)
-        if job.command in ("train", "retrain"):
-            pn.checkpoint = Path(outputs.get("checkpoint") or output / "model.pt")
-            return
-        imported = results.import_metrics(
-            self.scene, outputs.get("metrics") or output / "metrics.json"
-        )
-        self._metrics = imported.metrics
-        self._chart = imported.chart
-        pn.resultsTable = imported.table
-        self.show_plot()
-        pn.lastRun = output
+    def _show_no_results(self) -> None:
+        self.state.results_summary, self.state.compare_subjects = "No results yet.", ()
+        self.state.show_results = False
 
     def show_plot(self) -> None:
-        if self._chart is not None:
-            self.desktop.show_chart(self._chart)
-
-    def _last_metrics(self) -> dict:
-        pn = self.parameters
-        if self._metrics is None and pn is not None and is_set(pn.lastRun):
-            path = Path(pn.lastRun) / "metrics.json"
-            if path.is_file():
-                self._metrics = results.read_metrics(path)
-        return self._metrics or {}
+        self.session.show_plot()
 
     def compare(self, subject_id: str) -> None:
         """The subject's MRI with the original and the unlearned prediction in linked views."""
-        if not subject_id:
-            raise ValueError("Choose a subject to compare.")
-        self.desktop.show_comparison()
-        results.load_comparison(
-            self.scene,
-            Path(self.parameters.lastRun),
-            self._last_metrics(),
-            self.subject_image(subject_id),
-            subject_id,
-            DEFAULT_MODALITY,
-        )
-
-    def output_folder(self) -> Path | None:
-        pn = self.parameters
-        if pn is not None and is_set(pn.lastRun):
-            return Path(pn.lastRun)
-        return Path(pn.output) if pn is not None and is_set(pn.output) else None
+        image = self.cases.image(self.parameters.cohort, subject_id, DEFAULT_MODALITY)
+        self.session.compare(self.parameters, subject_id, image)
 
     def open_output_folder(self) -> None:
-        folder = self.output_folder()
-        if folder is not None:
-            self.desktop.open_folder(folder)
+        pn = self.parameters
+        folder = pn.lastRun if is_set(pn.lastRun) else pn.output
+        if is_set(folder):
+            self.desktop.open_folder(Path(folder))
 
     def save_model(self, destination: Path | str) -> None:
-        import shutil
-
-        source = Path(self.parameters.lastRun) / "unlearned.pt"
-        if not source.is_file():
-            raise FileNotFoundError(f"{source} does not exist.")
-        shutil.copy2(source, destination)
+        self.session.save_model(self.parameters, destination)
         self._say(f"Saved the unlearned model to {destination}")
 
-    def _say(self, text: str) -> None:
-        self.state.status = text
-        self.view.render(self.state)
+    def delete_outputs(self) -> None:
+        """ "Delete this run's outputs": asks (saying what goes and what stays), then deletes."""
+        if self.parameters is None:
+            return
+        text = self.session.delete_outputs(self.parameters)
+        if text:
+            self._show_no_results()
+            self._update_buttons()
+            self._say(text)

@@ -18,11 +18,27 @@ ROLE_ORDER = {"forget": 0, "retain": 1, "held-out": 2}
 
 @dataclass
 class ImportedRun:
-    """The nodes one run's import made (the chart's series and table included)."""
+    """What one run's import made: its metrics, the metrics table and the Dice chart."""
 
     metrics: dict
     table: Any
     chart: Any
+
+    def nodes(self) -> list[Any]:
+        """Every node the import added: table, chart, the chart's series and their table."""
+        series = [
+            self.chart.GetNthPlotSeriesNode(i)
+            for i in range(self.chart.GetNumberOfPlotSeriesNodes())
+        ]
+        tables = {id(s.GetTableNode()): s.GetTableNode() for s in series if s.GetTableNode()}
+        return [self.table, self.chart, *series, *tables.values()]
+
+
+def remove_nodes(scene: Any, nodes: list[Any]) -> None:
+    """Remove ``nodes`` (and their display/storage nodes) from ``scene`` if still there."""
+    for node in nodes:
+        if node is not None and node.GetScene() is scene:
+            scene.RemoveNode(node)
 
 
 def read_metrics(path: Path | str) -> dict:
@@ -65,7 +81,11 @@ def comparable_subjects(metrics: Mapping[str, Any]) -> list[str]:
 def load_comparison(
     scene: Any, run: Path, metrics: Mapping[str, Any], image: Path, subject_id: str, modality: str
 ) -> tuple[Any, Any, Any]:
-    """(volume, original segmentation, unlearned segmentation) of ``subject_id``, in views."""
+    """(volume, original segmentation, unlearned segmentation) of ``subject_id``, in views.
+
+    ``run`` is the run folder (``predictions/<model>/<id>.nii.gz``), ``image`` the subject's
+    MRI of ``modality``; the two slice views show one prediction each, linked.
+    """
     names, colours = metrics.get("class_names") or [], metrics.get("class_colours") or []
     volume = mrml.load_volume(scene, image, f"{subject_id} {modality}")
     original, unlearned = (
