@@ -5,7 +5,6 @@ its ViewState; the rest is plain Python in MachineUnlearningLib/app, tested agai
 This file must run on Python 3.9 (Slicer 5.8) far enough to say that it is unsupported.
 """
 
-import importlib
 import importlib.util
 import os
 import sys
@@ -55,10 +54,7 @@ class MachineUnlearning(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class MachineUnlearningParameterNode:
-    """What the GUI edits, stored in the scene (MachineUnlearningLib/app/parameters.py).
-
-    Paths are str, "" when unset (the wrapper's Path type shows an unset path as ".").
-    """
+    """What the GUI edits (app/parameters.py); paths are str, "" when unset (Path shows ".")."""
 
     checkpoint: str = ""
     cohort: str = ""
@@ -96,8 +92,7 @@ class MachineUnlearningWidget(ScriptedLoadableModuleWidget):
         if problem:  # Slicer 5.8 and older: one clear message, not tracebacks
             self.layout.addWidget(qt.QLabel(problem))
             return
-        from MachineUnlearningLib.app.presenter import Presenter
-        from MachineUnlearningLib.app.queries import WorkerSettings, slicer_python
+        from MachineUnlearningLib.app.presenter import Presenter, WorkerSettings, slicer_python
 
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/MachineUnlearning.ui"))
         self.layout.addWidget(uiWidget)
@@ -109,8 +104,10 @@ class MachineUnlearningWidget(ScriptedLoadableModuleWidget):
         self.timer.connect("timeout()", self.onTimer)
         env = slicer.util.startupEnvironment()  # the worker: PythonSlicer -m MachineUnlearningLib
         worker = WorkerSettings(slicer_python(), base_env=env, pythonpath=(MODULE_DIR,))
-        requirements = self.resourcePath("requirements.txt")
-        self.presenter = p = Presenter(slicer.mrmlScene, self, self, self, requirements, worker)
+        p = Presenter(
+            slicer.mrmlScene, self, self, self, self.resourcePath("requirements.txt"), worker
+        )
+        self.presenter = p
         ui = self.ui
         for button, action in (
             (ui.applyButton, p.apply),
@@ -269,10 +266,8 @@ class MachineUnlearningWidget(ScriptedLoadableModuleWidget):
         return importlib.util.find_spec("slicer.packaging") is not None  # Slicer >= 5.12
 
     def pip_ensure(self, requirements, constraints, ask):
-        packaging = importlib.import_module("slicer.packaging")
-        packaging.pip_ensure(
-            requirements, constraints=constraints, prompt_install=ask, requester="MachineUnlearning"
-        )
+        ensure = importlib.import_module("slicer.packaging").pip_ensure
+        ensure(requirements, constraints=constraints, prompt_install=ask, requester=self.moduleName)
 
     def pip_install(self, arguments):
         slicer.util.pip_install(arguments)
@@ -326,12 +321,12 @@ class MachineUnlearningTest(ScriptedLoadableModuleTest):
         self.assertFalse(widget.ui.applyButton.enabled)
         widget.ui.toggleForgetButton.click()
         self.assertTrue(widget.ui.applyButton.enabled, widget.ui.applyButton.toolTip)
+        presenter = widget.presenter
         try:  # installs nothing in testing mode; the tiny run needs the packages present
-            widget.presenter._ensure_dependencies()
+            presenter.ensure_dependencies()
         except DependencyError as error:
             self.delayDisplay(f"Tiny run skipped: {error}")
             return
-        presenter = widget.presenter
         presenter.generate_demo_cohort(root / "demo", held_out=0)
         self.assertEqual(self._wait(presenter), "ok")
         presenter.train_baseline(config=TINY_CONFIG, epochs=1)

@@ -364,6 +364,17 @@ def test_opening_the_module_imports_neither_torch_nor_monai(
     assert "trained on 7 subject(s)" in lines["SUMMARY"]
 
 
+def test_a_file_that_is_no_model_is_reported_by_the_worker(tmp_path):
+    module = Module(tmp_path, stand_in=False)
+    not_a_model = tmp_path / "notes.pt"
+    not_a_model.write_text("not a checkpoint", encoding="utf-8")
+    module.presenter.set_path("checkpoint", str(not_a_model))
+    assert "background" in module.state.model_summary  # asked, not read here
+    module.poll_until(lambda: "Cannot read" in module.state.model_summary, timeout_s=120)
+    assert str(not_a_model) in module.state.model_summary
+    assert "torch.save" in module.state.model_summary  # the engine's hint comes along
+
+
 # -- Refresh devices never blocks (defect 6) ---------------------------------------------------
 
 
@@ -388,6 +399,11 @@ def test_the_default_output_folder_is_local_and_shown(tmp_path):
     module = Module(tmp_path, stand_in=True)
     assert module.state.output_text == str(default_output_root())
     assert "Documents" not in module.state.output_text
+    module.presenter.set_path("output", module.state.output_text)  # the box echoes it back
+    assert module.pn.output == "", "opening the module changed the scene"
+    module.presenter.set_path("output", str(tmp_path / "elsewhere"))  # changeable
+    assert module.pn.output == str(tmp_path / "elsewhere")
+    assert module.state.output_text == str(tmp_path / "elsewhere")
 
 
 def test_unset_path_boxes_are_empty(tmp_path):

@@ -29,7 +29,7 @@ from MachineUnlearningLib.app.parameters import (
     unlearning_job,
     unlearning_problem,
 )
-from MachineUnlearningLib.app.queries import QueryBoard, WorkerSettings
+from MachineUnlearningLib.app.queries import QueryBoard, WorkerSettings, slicer_python
 from MachineUnlearningLib.app.runner import Progress
 from MachineUnlearningLib.app.session import DEFAULT_MODALITY, RunSession
 from MachineUnlearningLib.app.view_state import Desktop, View, ViewState, show_progress
@@ -37,7 +37,7 @@ from MachineUnlearningLib.runtime.errors import MachineUnlearningError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Desktop", "Presenter", "View", "ViewState", "WorkerSettings"]
+__all__ = ["Desktop", "Presenter", "View", "ViewState", "WorkerSettings", "slicer_python"]
 
 DEMO_HELD_OUT = 3  # held-out subjects of the demo cohort; the privacy audit needs >= 2
 
@@ -101,8 +101,6 @@ class Presenter:
         self._observer = parameters.AddObserver(
             vtkCommand.ModifiedEvent, weak_observer(self, "refresh")
         )
-        if not is_set(parameters.output):
-            parameters.output = str(self.output_root)  # stated and changeable in the module
         self.refresh()
 
     def detach(self) -> None:
@@ -121,8 +119,12 @@ class Presenter:
             self.parameters.device = value
 
     def set_path(self, name: str, text: str) -> None:
-        """What the ``checkpoint``, ``cohort`` or ``output`` path box now holds."""
-        if self.parameters is not None and path_text(getattr(self.parameters, name)) != text:
+        """What the ``checkpoint``, ``cohort`` or ``output`` path box now holds.
+
+        The text the box was given by :meth:`refresh` (e.g. the default output folder) is no
+        edit: opening the module must not change the scene.
+        """
+        if self.parameters is not None and text != getattr(self.state, f"{name}_text"):
             setattr(self.parameters, name, text)
 
     # -- what the view shows ----------------------------------------------------------------
@@ -147,7 +149,7 @@ class Presenter:
         state.strategy_description = dict(state.strategies).get(pn.strategy, "")
         state.checkpoint_text = path_text(pn.checkpoint)
         state.cohort_text = path_text(pn.cohort)
-        state.output_text = path_text(pn.output)
+        state.output_text = path_text(pn.output) or str(self.output_root)  # default stated
         if state.cohort_text != self._listed_cohort:
             self._listed_cohort = state.cohort_text
             if state.cohort_text:
@@ -265,7 +267,7 @@ class Presenter:
     def last_status(self) -> str | None:
         return self.session.controller.status
 
-    def _ensure_dependencies(self) -> None:
+    def ensure_dependencies(self) -> None:
         had_torch = dependencies.installed_version("torch") is not None
         dependencies.ensure_dependencies(self.installer, self.requirements)
         if not had_torch:  # describe the model now that the worker can read it
@@ -285,7 +287,7 @@ class Presenter:
         problem = self.apply_problem()
         if problem:
             raise ValueError(problem)
-        self._ensure_dependencies()
+        self.ensure_dependencies()
         from MachineUnlearningLib.strategies import get_strategy
 
         pn = self.parameters
@@ -300,7 +302,7 @@ class Presenter:
         """Train a baseline on every training subject; it becomes the trained model."""
         if self.parameters is None or not is_set(self.parameters.cohort):
             raise ValueError("Choose the cohort folder first, or generate the demo cohort.")
-        self._ensure_dependencies()
+        self.ensure_dependencies()
         job = baseline_job(self.parameters, self._new_run_folder("baseline"), config, epochs)
         self.view.clear_log()
         self.session.start("train", job, self.parameters)
@@ -309,7 +311,7 @@ class Presenter:
         self, folder: Path | None = None, held_out: int = DEMO_HELD_OUT
     ) -> None:
         """Write the synthetic demo cohort in the background; it becomes the cohort."""
-        self._ensure_dependencies()
+        self.ensure_dependencies()
         folder = Path(folder) if folder is not None else self._new_run_folder("demo-cohort")
         self.view.clear_log()
         self.session.start_demo_cohort(folder, held_out, self.parameters)
