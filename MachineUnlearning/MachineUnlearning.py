@@ -8,6 +8,7 @@ This file must run on Python 3.9 (Slicer 5.8) far enough to say that it is unsup
 import importlib.util
 import os
 import sys
+import time
 from typing import Annotated
 
 import qt
@@ -84,13 +85,16 @@ class MachineUnlearningWidget(ScriptedLoadableModuleWidget):
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
         self.presenter, self._pn, self._guiTag = None, None, None
+        self.logic = MachineUnlearningLogic()
         if MODULE_DIR not in sys.path:  # Slicer usually has it there already
             sys.path.insert(0, MODULE_DIR)
         from MachineUnlearningLib.app.support import unsupported_message
 
         problem = unsupported_message(sys.version_info[:3], slicer.app.applicationVersion)
         if problem:  # Slicer 5.8 and older: one clear message, not tracebacks
-            self.layout.addWidget(qt.QLabel(problem))
+            label = qt.QLabel(problem)
+            label.wordWrap = True
+            self.layout.addWidget(label)
             return
         from MachineUnlearningLib.app.presenter import Presenter, WorkerSettings, slicer_python
 
@@ -98,7 +102,6 @@ class MachineUnlearningWidget(ScriptedLoadableModuleWidget):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = MachineUnlearningLogic()
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_INTERVAL_MS)
         self.timer.connect("timeout()", self.onTimer)
@@ -153,14 +156,15 @@ class MachineUnlearningWidget(ScriptedLoadableModuleWidget):
         self.initializeParameterNode()
 
     def exit(self):
-        self.setParameterNode(None)
+        if self.presenter is not None:
+            self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
             self.initializeParameterNode()
 
     def initializeParameterNode(self):
-        if self.presenter is not None:
+        if self.presenter is not None:  # None on Slicer < 5.10
             self.setParameterNode(self.logic.getParameterNode())
 
     def setParameterNode(self, parameterNode):
@@ -187,7 +191,7 @@ class MachineUnlearningWidget(ScriptedLoadableModuleWidget):
         if path:
             self.presenter.save_model(path)
 
-    # -- the presenter's View ---------------------------------------------------------------
+    # -- the presenter's View, Desktop and Installer (app/view_state.py, app/dependencies.py) --
 
     def render(self, state):
         ui = self.ui
@@ -229,8 +233,6 @@ class MachineUnlearningWidget(ScriptedLoadableModuleWidget):
     def clear_log(self):
         self.ui.logTextEdit.clear()
 
-    # -- the presenter's Desktop ------------------------------------------------------------
-
     def confirm(self, text, title):
         return slicer.util.confirmYesNoDisplay(text, windowTitle=title)
 
@@ -250,8 +252,6 @@ class MachineUnlearningWidget(ScriptedLoadableModuleWidget):
     def start_polling(self):
         if not self.timer.isActive():
             self.timer.start()
-
-    # -- the presenter's Installer (MachineUnlearningLib/app/dependencies.py) ---------------
 
     def install_torch(self, requirement, ask):
         try:  # the logic only: getModuleLogic("PyTorchUtils") would build the module's GUI
@@ -306,6 +306,7 @@ class MachineUnlearningTest(ScriptedLoadableModuleTest):
 
         slicer.util.selectModule("MachineUnlearning")
         widget = slicer.modules.machineunlearning.widgetRepresentation().self()
+        self.assertIsNotNone(widget.presenter, "Slicer < 5.10: the module only says it is too old")
         root = Path(tempfile.mkdtemp(prefix="MachineUnlearningTest-"))
         for subject_id in ("1", "070", "148"):  # the Cases table lists folders, reads no image
             (root / "cohort" / "training" / subject_id).mkdir(parents=True)
@@ -340,5 +341,5 @@ class MachineUnlearningTest(ScriptedLoadableModuleTest):
     def _wait(self, presenter):
         while presenter.running:  # ctest's own timeout bounds it
             slicer.app.processEvents()
-            qt.QThread.msleep(50)
+            time.sleep(0.05)
         return presenter.last_status

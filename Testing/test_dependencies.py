@@ -71,6 +71,23 @@ def test_testing_mode_installs_nothing_and_says_so(tmp_path):
     assert ABSENT.split(">=")[0] in str(error)
 
 
+def test_testing_mode_never_asks_pytorchutils_to_install_torch(tmp_path):
+    # PyTorchUtils' installTorch skips its confirmation in testing mode and installs at once
+    installer = RecordingInstaller(torch=None, torch_after_install="2.9.1", testing=True)
+    error = run(installer, a_requirements_file(tmp_path, "psutil>=5.9"))
+    assert installer.installs() == []
+    assert error is not None and "testing mode" in str(error) and "torch" in str(error)
+
+
+def test_declining_pip_ensures_dialog_says_declined(tmp_path):
+    class Declining(RecordingInstaller):
+        def pip_ensure(self, requirements, constraints, ask):
+            raise RuntimeError("User declined package installation")  # what pip_ensure raises
+
+    error = run(Declining(pip_ensure=True), a_requirements_file(tmp_path, ABSENT))
+    assert error is not None and "declined" in str(error) and "torch" not in str(error)
+
+
 def test_declining_installs_nothing(tmp_path):
     installer = RecordingInstaller(pip_ensure=False, confirm=False)
     error = run(installer, a_requirements_file(tmp_path, ABSENT))

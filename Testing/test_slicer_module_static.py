@@ -40,6 +40,7 @@ ALLOWED_MODULE_IMPORTS = {
     "enum",
     "logging",
     "importlib",
+    "time",
 }
 # Folders under MachineUnlearning/ whose .py files are not module scripts (in-Slicer tests are
 # registered by their own CMakeLists.txt).

@@ -142,6 +142,8 @@ def ensure_dependencies(
     """
     torch = versions("torch")
     if torch is None:
+        if installer.testing():  # PyTorchUtils would install without asking in testing mode
+            raise DependencyError("Not installed in Slicer's testing mode: torch (PyTorch).")
         torch = installer.install_torch(TORCH_REQUIREMENT, ask)
         if torch is None:
             raise DependencyError(
@@ -170,6 +172,7 @@ def ensure_dependencies(
 def _install(
     missing: list[str], torch: str, installer: Installer, ask: bool, versions: Versions
 ) -> None:
+    names = ", ".join(missing)
     handle, constraints = tempfile.mkstemp(prefix="MachineUnlearning-", suffix="-constraints.txt")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
@@ -191,9 +194,11 @@ def _install(
     except DependencyError:
         raise
     except Exception as error:  # pip failed, or the user declined pip_ensure's dialog
+        if "declined" in str(error):  # pip_ensure: RuntimeError("User declined ...")
+            raise DependencyError(f"The packages were not installed (declined): {names}.") from None
         raise DependencyError(
-            f"Installing {', '.join(missing)} did not succeed without changing torch {torch} "
-            f"({error}). If a package needs a newer torch: {UPDATE_TORCH}"
+            f"Installing {names} did not succeed with torch {torch}, numpy and SimpleITK kept "
+            f"as installed ({error}). If a package needs a newer torch: {UPDATE_TORCH}"
         ) from error
     finally:
         Path(constraints).unlink(missing_ok=True)
