@@ -306,3 +306,16 @@ def test_a_medicalnet_spec_equals_its_config():
     spec = medicalnet_spec(config)
     assert spec == ModelSpec.create("medicalnet", config.to_dict())
     assert copy.deepcopy(spec.build(seed=1).config) == config
+
+
+@pytest.mark.parametrize("family", ["medicalnet", "monai-unet"])
+def test_the_checkpoint_summary_names_the_architecture(family, tmp_path):
+    from MachineUnlearningLib.model.summary import describe_checkpoint
+
+    spec = a_tiny_spec(family)
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, spec.build(), spec, {"label_policy": "mrbrains3"})
+    summary = describe_checkpoint(path)
+    assert summary["adapter"] == family and summary["architecture"] == spec.describe()
+    assert (summary["in_channels"], summary["num_classes"]) == (3, 4)
+    assert ("depth" in summary) == (family == "medicalnet")

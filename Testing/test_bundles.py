@@ -474,3 +474,12 @@ def test_a_network_def_given_by_reference_is_followed(tmp_path):
     }
     path.write_text(json.dumps(config))
     assert read_bundle(root).spec.adapter == "monai-unet"
+
+
+def test_the_checkpoint_summary_reads_a_bundle_folder(a_unet_bundle):
+    from MachineUnlearningLib.model.summary import describe_checkpoint
+
+    summary = describe_checkpoint(a_unet_bundle)
+    assert summary["origin"] == "bundle" and summary["adapter"] == "monai-unet"
+    assert summary["bundle"]["name"] == "Tiny brain tissue segmentation"
+    assert "Spacingd" in summary["bundle"]["preprocessing"]

@@ -151,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("strategies", help="list the unlearning presets and their parameters")
 
+    # Questions the Slicer module asks in the background (app/queries.py): one JSON document.
+    sub.add_parser("devices", help="list the CUDA GPUs torch sees, with free memory (JSON)")
+    describe = sub.add_parser(
+        "describe-checkpoint", help="architecture, labels and trained-on subjects of a model (JSON)"
+    )
+    describe.add_argument("checkpoint", type=Path, help="the model file (read only)")
+
     demo = sub.add_parser("demo", help="the end-to-end demo on the synthetic cohort")
     demo.add_argument(
         "--output",
@@ -248,6 +255,8 @@ def _run(args: argparse.Namespace, sink: EventSink) -> dict:
 
         print(describe_strategies())
         return {}
+    if args.command in QUERY_COMMANDS:
+        return _answer_query(args)
     if args.command == "verify-record":
         from MachineUnlearningLib.outputs.record import verify_record
         from MachineUnlearningLib.runtime.errors import InvalidInputError
@@ -269,6 +278,25 @@ def _run(args: argparse.Namespace, sink: EventSink) -> dict:
     job = job_from_args(args)
     sink.emit("started", command=job.command, job=job.to_dict())
     return run_job(job, sink)
+
+
+QUERY_COMMANDS = ("devices", "describe-checkpoint")
+
+
+def _answer_query(args: argparse.Namespace) -> dict:
+    """Print the answer of a query command as one JSON line on stdout."""
+    import json
+
+    if args.command == "devices":
+        from MachineUnlearningLib.runtime.gpus import list_gpus
+
+        answer = {"gpus": list_gpus()}
+    else:
+        from MachineUnlearningLib.model.summary import describe_checkpoint
+
+        answer = {"checkpoint": describe_checkpoint(args.checkpoint)}
+    print(json.dumps(answer), flush=True)
+    return {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         sink.emit("finished", status="failed", exit_code=EXIT_FAILURE, outputs={})
         return EXIT_FAILURE
-    if args.command not in ("strategies",):
+    if args.command not in ("strategies", *QUERY_COMMANDS):
         sink.emit("finished", status="ok", exit_code=0, outputs=outputs, resources=resource_usage())
     return 0
 
