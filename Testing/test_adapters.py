@@ -305,6 +305,8 @@ def test_a_medicalnet_spec_equals_its_config():
     config = ModelConfig(depth=10, shortcut_type="B", num_classes=4, in_channels=3, base_width=4)
     spec = medicalnet_spec(config)
     assert spec == ModelSpec.create("medicalnet", config.to_dict())
+    created = ModelSpec.create("medicalnet", dict(reversed(config.to_dict().items())))
+    assert list(created.arguments) == list(config.to_dict())  # one canonical order
     assert copy.deepcopy(spec.build(seed=1).config) == config
 
 

@@ -83,6 +83,8 @@ class Adapter:
             unless the recipe or the user says otherwise.
         check: raises ValueError stating the rule for arguments the engine cannot use.
         excluded_arguments: constructor arguments the engine refuses to pass (with the reason).
+        argument_order: the arguments' canonical order for a builder of the engine's own
+            (MONAI classes: their signature's order), so equal specs print alike.
         builder: builds the network from resolved arguments and an optional seed; None = the
             class called with the arguments under a seeded global RNG.
         reinitialise: re-draws the parameters under the given prefixes with the family's
@@ -107,6 +109,7 @@ class Adapter:
     default_preprocessing: tuple[tuple[str, Any], ...] = (("target_grid", "input"),)
     check: Callable[[Arguments], None] = field(default=lambda arguments: None)
     excluded_arguments: tuple[tuple[str, str], ...] = ()
+    argument_order: tuple[str, ...] = ()
     builder: Builder | None = None
     reinitialise: Reinitialiser | None = None
 
@@ -158,7 +161,11 @@ class Adapter:
             self.check(arguments)
         except ValueError as exc:
             raise InvalidInputError(f"{where}: {exc}") from None
-        return arguments
+        order = list(accepted) if accepted is not None else list(self.argument_order)
+        return {
+            **{n: arguments[n] for n in order if n in arguments},
+            **{n: v for n, v in arguments.items() if n not in order},
+        }
 
     def build(self, arguments: Arguments, seed: int | None = None):
         """The network (CPU, training mode). ``seed`` makes its initial weights reproducible."""

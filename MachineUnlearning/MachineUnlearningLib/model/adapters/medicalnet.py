@@ -59,6 +59,14 @@ ADAPTER = Adapter(
     output_stride=4,
     default_preprocessing=(),
     check=_check,
+    argument_order=(
+        "depth",
+        "shortcut_type",
+        "num_classes",
+        "in_channels",
+        "base_width",
+        "head_channels",
+    ),  # ModelConfig's fields
     builder=_build,
     reinitialise=_reinitialise,
 )
