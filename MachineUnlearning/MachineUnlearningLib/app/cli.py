@@ -27,6 +27,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cohort", help="cohort root (holds training/ and held-out/)")
     parser.add_argument("--output", help="output folder (created; never overwritten)")
     parser.add_argument("--checkpoint", help="input model (read only)")
+    parser.add_argument(
+        "--bundle",
+        metavar="DIR",
+        help="a MONAI bundle folder as the model, instead of --checkpoint (read only; "
+        "docs/bring-your-own-model.md)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (0)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (auto)")
     parser.add_argument("--epochs", type=int, help="epochs (default: the recipe's/strategy's)")
@@ -233,6 +239,7 @@ def job_from_args(args: argparse.Namespace):
         stop_when_indistinguishable=getattr(args, "stop_when_indistinguishable", False),
         stop_retain_tolerance=getattr(args, "stop_retain_tolerance", 0.05),
         reference=getattr(args, "reference", None),
+        bundle=args.bundle,
     )
 
 
