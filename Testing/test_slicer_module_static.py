@@ -40,6 +40,8 @@ ALLOWED_MODULE_IMPORTS = {
     "typing",
     "enum",
     "logging",
+    "importlib",
+    "time",
 }
 # Folders under MachineUnlearning/ whose .py files are not module scripts (in-Slicer tests are
 # registered by their own CMakeLists.txt).
@@ -113,18 +115,26 @@ def parameter_node_defaults() -> dict[str, object]:
 
 
 def ui_names_used_in_code() -> set[str]:
-    """Every ``self.ui.<name>`` in MachineUnlearning.py."""
+    """Every ``self.ui.<name>`` and ``ui.<name>`` (``ui = self.ui``) in MachineUnlearning.py,
+    and every ``<name>PathLineEdit`` the code builds from its PATHS names."""
     tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
     names = set()
     for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        owner = node.value
         if (
-            isinstance(node, ast.Attribute)
-            and isinstance(node.value, ast.Attribute)
-            and node.value.attr == "ui"
-            and isinstance(node.value.value, ast.Name)
-            and node.value.value.id == "self"
+            isinstance(owner, ast.Attribute)
+            and owner.attr == "ui"
+            and isinstance(owner.value, ast.Name)
+            and owner.value.id == "self"
         ):
             names.add(node.attr)
+        elif isinstance(owner, ast.Name) and owner.id == "ui":
+            names.add(node.attr)  # fmt: skip
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "PATHS":
+            names |= {f"{name}PathLineEdit" for name in ast.literal_eval(node.value)}
     return names
 
 
@@ -171,7 +181,9 @@ def parameter_node_fields() -> set[str]:
 
 def test_the_ui_file_parses_and_holds_every_widget_the_code_names():
     widgets = ui_widget_names()
-    missing = sorted(ui_names_used_in_code() - set(widgets))
+    used = ui_names_used_in_code()
+    assert {"applyButton", "deleteOutputsButton", "checkpointPathLineEdit"} <= used
+    missing = sorted(used - set(widgets))
     assert not missing, f"{UI_FILE.name} lacks widgets used as self.ui.<name>: {missing}"
 
 

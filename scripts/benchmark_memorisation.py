@@ -172,9 +172,9 @@ def main() -> None:
         "command": shlex.join(["scripts/benchmark_memorisation.py", *sys.argv[1:]]),
         "scale": {
             "input_size": list(recipe.preprocessing.input_size),
-            "base_width": recipe.model.base_width,
-            "head_channels": recipe.model.head_channels,
-            "depth": recipe.model.depth,
+            "base_width": recipe.model.arguments["base_width"],
+            "head_channels": recipe.model.arguments["head_channels"],
+            "depth": recipe.model.arguments["depth"],
             "epochs": recipe.training.epochs,
             "steps_baseline": recipe.training.epochs * len(training),
             "steps_retrain": recipe.training.epochs * (len(training) - 1),

@@ -36,7 +36,6 @@ def _measure(config: dict, cohort: str, steps: int, queue) -> None:
     from MachineUnlearningLib.data.cohort import discover_cohort
     from MachineUnlearningLib.data.labels import get_label_policy
     from MachineUnlearningLib.data.samples import SampleSource
-    from MachineUnlearningLib.model.resnet import MedicalNetSegmentation
     from MachineUnlearningLib.runtime.events import CollectingSink
     from MachineUnlearningLib.training.loop import train
     from MachineUnlearningLib.training.recipes import resolve_recipe
@@ -47,9 +46,13 @@ def _measure(config: dict, cohort: str, steps: int, queue) -> None:
     training = dataclasses.replace(recipe.training, epochs=1, amp=config.get("amp", True))
     subjects = [s for s in discover_cohort(cohort) if s.group == "training"][:2]
     source = SampleSource(
-        subjects, recipe.modalities, get_label_policy(recipe.label_policy), recipe.preprocessing
+        subjects,
+        recipe.modalities,
+        get_label_policy(recipe.label_policy),
+        recipe.preprocessing,
+        output_shape=recipe.model.output_shape(recipe.preprocessing.input_size),
     )
-    model = MedicalNetSegmentation(recipe.model).to(device)
+    model = recipe.model.build().to(device)
     ids = [s.subject_id for s in subjects]
 
     def plan(epoch, rng, n):

@@ -27,6 +27,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cohort", help="cohort root (holds training/ and held-out/)")
     parser.add_argument("--output", help="output folder (created; never overwritten)")
     parser.add_argument("--checkpoint", help="input model (read only)")
+    parser.add_argument(
+        "--bundle",
+        metavar="DIR",
+        help="a MONAI bundle folder as the model, instead of --checkpoint (read only; "
+        "docs/bring-your-own-model.md)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (0)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (auto)")
     parser.add_argument("--epochs", type=int, help="epochs (default: the recipe's/strategy's)")
@@ -166,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("strategies", help="list the unlearning presets and their parameters")
 
+    # Questions the Slicer module asks in the background (app/queries.py): one JSON document.
+    sub.add_parser("devices", help="list the CUDA GPUs torch sees, with free memory (JSON)")
+    describe = sub.add_parser(
+        "describe-checkpoint", help="architecture, labels and trained-on subjects of a model (JSON)"
+    )
+    describe.add_argument("checkpoint", type=Path, help="the model file (read only)")
+
     demo = sub.add_parser("demo", help="the end-to-end demo on the synthetic cohort")
     demo.add_argument(
         "--output",
@@ -247,6 +260,7 @@ def job_from_args(args: argparse.Namespace):
         stop_when_indistinguishable=getattr(args, "stop_when_indistinguishable", False),
         stop_retain_tolerance=getattr(args, "stop_retain_tolerance", 0.05),
         reference=getattr(args, "reference", None),
+        bundle=args.bundle,
     )
 
 
@@ -258,6 +272,8 @@ def _run(args: argparse.Namespace, sink: EventSink) -> dict:
 
         print(describe_strategies())
         return {}
+    if args.command in QUERY_COMMANDS:
+        return _answer_query(args)
     if args.command == "verify-record":
         from MachineUnlearningLib.outputs.record import verify_record
         from MachineUnlearningLib.runtime.errors import InvalidInputError
@@ -303,6 +319,25 @@ def _make_cohort(args: argparse.Namespace) -> dict:
     return {"cohort": str(args.out)}
 
 
+QUERY_COMMANDS = ("devices", "describe-checkpoint")
+
+
+def _answer_query(args: argparse.Namespace) -> dict:
+    """Print the answer of a query command as one JSON line on stdout."""
+    import json
+
+    if args.command == "devices":
+        from MachineUnlearningLib.runtime.gpus import list_gpus
+
+        answer = {"gpus": list_gpus()}
+    else:
+        from MachineUnlearningLib.model.summary import describe_checkpoint
+
+        answer = {"checkpoint": describe_checkpoint(args.checkpoint)}
+    print(json.dumps(answer), flush=True)
+    return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     events = getattr(args, "events", False)
@@ -327,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         sink.emit("finished", status="failed", exit_code=EXIT_FAILURE, outputs={})
         return EXIT_FAILURE
-    if args.command not in ("strategies",):
+    if args.command not in ("strategies", *QUERY_COMMANDS):
         sink.emit("finished", status="ok", exit_code=0, outputs=outputs, resources=resource_usage())
     return 0
 

@@ -23,6 +23,7 @@ from MachineUnlearningLib.commands.retrains import (
 )
 from MachineUnlearningLib.data.cohort import discover_cohort
 from MachineUnlearningLib.evaluation.predict import Evaluation, evaluate_model
+from MachineUnlearningLib.model.adapters.overrides import model_overrides
 from MachineUnlearningLib.model.checkpoint import load_checkpoint
 from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.runtime.events import EventSink
@@ -45,8 +46,7 @@ def recipe_overrides(recipe: dict) -> dict:
         "label_policy": recipe["label_policy"],
         "modalities": list(recipe["modalities"]),
     }
-    for key in ("depth", "shortcut_type", "base_width", "head_channels"):
-        flat[key] = recipe["model"][key]
+    flat |= model_overrides(recipe["model"])
     flat |= recipe["preprocessing"]
     flat |= {k: v for k, v in recipe["training"].items() if k != "seed"}
     return flat
@@ -54,6 +54,12 @@ def recipe_overrides(recipe: dict) -> dict:
 
 def retrained_reference(job: JobSpec, metadata: dict, sink: EventSink) -> Path:
     """Path of the cached retrained model for ``job``'s forget set; trains it when absent."""
+    if metadata.get("bundle"):
+        raise InvalidInputError(
+            "reference: the model came from a MONAI bundle, whose training recipe the engine "
+            "does not know.",
+            hint="Run 'machine-unlearning retrain --bundle DIR --forget ...' and pass its model.",
+        )
     history = metadata.get("training_history") or [{}]
     baseline = history[0]
     if "recipe" not in metadata or baseline.get("kind") != "train":

@@ -1,6 +1,8 @@
 """In-memory source of network-ready samples for a set of subjects.
 
 Volumes are read once; deterministic samples (no crop jitter) are prepared once and cached.
+``preprocessing`` is the engine's own :class:`Preprocessing` or a MONAI bundle's transform
+chain (``data/transform_chain.py``), which prepares and restores samples itself.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ class SampleSource:
         policy: LabelPolicy,
         preprocessing: Preprocessing,
         need_labels: bool = True,
+        output_shape: tuple[int, int, int] | None = None,
     ) -> None:
+        self.output_shape = output_shape  # the network's logit grid (target_grid="output")
         self.policy = policy
         self.modalities = tuple(modalities)
         self.preprocessing = preprocessing
@@ -45,12 +49,20 @@ class SampleSource:
     def sample(self, subject_id: str, rng: np.random.Generator | None = None) -> PreparedSample:
         """The prepared sample; with ``rng`` and crop jitter on, a freshly jittered crop."""
         volumes = self.volumes[subject_id]
+        if not isinstance(self.preprocessing, Preprocessing):  # a bundle's transform chain
+            if subject_id not in self._cache:
+                self._cache[subject_id] = self.preprocessing.prepare(volumes, self.policy)
+            return self._cache[subject_id]
         jitter = self.preprocessing.crop_jitter
         if rng is not None and jitter > 0:
             if subject_id not in self._boxes:
                 self._boxes[subject_id] = foreground_box(volumes.image)
             box = jitter_box(self._boxes[subject_id], volumes.grid_shape, jitter, rng)
-            return prepare_sample(volumes, self.policy, self.preprocessing, box=box)
+            return prepare_sample(
+                volumes, self.policy, self.preprocessing, box=box, output_shape=self.output_shape
+            )
         if subject_id not in self._cache:
-            self._cache[subject_id] = prepare_sample(volumes, self.policy, self.preprocessing)
+            self._cache[subject_id] = prepare_sample(
+                volumes, self.policy, self.preprocessing, output_shape=self.output_shape
+            )
         return self._cache[subject_id]
