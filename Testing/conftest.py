@@ -21,6 +21,25 @@ from MachineUnlearningLib.data.cohort import MRBRAINS18_TRAINING_IDS
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+"""``../shared`` from the repository root: data for tests and benchmarks, never needed at run
+time (a fresh clone has no such folder beside it)."""
+
+
+def require_shared(relative: str, what: str) -> Path:
+    """``SHARED_DIR / relative``, or skip the test with the reason when it is missing.
+
+    Under ``CI=true`` a missing ../shared is a failure instead: CI must run every test.
+    """
+    path = SHARED_DIR / relative
+    if not path.exists():
+        reason = f"{what} needs {path} (the shared/ folder beside the checkout), which is missing"
+        if os.environ.get("CI", "").strip().lower() == "true":
+            pytest.fail(f"{reason}; with CI=true every test must run.")
+        pytest.skip(f"{reason}; skipped because CI is not 'true'.")
+    return path
+
+
 PHANTOM_SHAPE = (40, 40, 12)  # (x, y, z) as nibabel stores it
 PHANTOM_SPACING = (0.958, 0.958, 3.0)
 HELD_OUT_IDS = ("H01", "H02", "H03")
@@ -132,6 +151,7 @@ def a_tiny_source(a_tiny_cohort):
         DEFAULT_MODALITIES,
         get_label_policy("mrbrains3"),
         Preprocessing(input_size=(16, 32, 32)),
+        output_shape=(4, 8, 8),  # MedicalNet's logit grid for 16 x 32 x 32 (1/4 per axis)
     )
 
 
@@ -143,3 +163,171 @@ def a_tiny_model(seed: int = 0):
         depth=10, shortcut_type="B", num_classes=4, in_channels=3, base_width=4, head_channels=8
     )
     return MedicalNetSegmentation(config, generator=torch.Generator().manual_seed(seed))
+
+
+# --- architectures and MONAI bundles -----------------------------------------------------------
+
+# The smallest instance of each adapter that still has every part (encoder levels, decoder,
+# norms); input sizes must be multiples of the size divisor (4, or 32 for SwinUNETR).
+TINY_NETWORKS: dict[str, dict] = {
+    "medicalnet": {"depth": 10, "shortcut_type": "B", "base_width": 4, "head_channels": 8},
+    "monai-unet": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
+    "monai-segresnet": {
+        "init_filters": 4,
+        "blocks_down": [1, 1, 1],
+        "blocks_up": [1, 1],
+        "norm": ["GROUP", {"num_groups": 2}],
+    },
+    "monai-dynunet": {
+        "kernel_size": [3, 3, 3],
+        "strides": [1, 2, 2],
+        "upsample_kernel_size": [2, 2],
+        "filters": [4, 8, 16],
+    },
+    "monai-swinunetr": {  # group norm: the 1-voxel bottleneck of a 32^3 input trains with it
+        "feature_size": 12,
+        "depths": [1, 1, 1, 1],
+        "num_heads": [1, 1, 1, 1],
+        "window_size": 2,
+        "norm_name": ["group", {"num_groups": 4}],
+    },
+}
+TINY_INPUT_SIZES: dict[str, tuple[int, int, int]] = {
+    name: (32, 32, 32) if name == "monai-swinunetr" else (16, 32, 32) for name in TINY_NETWORKS
+}
+
+
+def a_tiny_spec(adapter: str, in_channels: int = 3, num_classes: int = 4):
+    """The tiny network of ``adapter`` as a ModelSpec (3 modalities, mrbrains3 classes)."""
+    from MachineUnlearningLib.model.adapters import ModelSpec, get_adapter
+
+    in_name, out_name = get_adapter(adapter).channel_arguments
+    arguments = {**TINY_NETWORKS[adapter], in_name: in_channels, out_name: num_classes}
+    return ModelSpec.create(adapter, arguments)
+
+
+def architecture_settings(adapter: str) -> dict:
+    """JobSpec ``config`` entries that select ``adapter``'s tiny network."""
+    if adapter == "medicalnet":
+        return dict(TINY_NETWORKS[adapter])
+    return {
+        "architecture": adapter,
+        **{f"network.{k}": v for k, v in TINY_NETWORKS[adapter].items()},
+    }
+
+
+MRBRAINS3_NAMES = ("background", "gray matter", "white matter", "cerebrospinal fluid")
+ZOO_PREPROCESSING = [
+    {"_target_": "LoadImaged", "keys": "image"},
+    {"_target_": "EnsureChannelFirstd", "keys": "image"},
+    {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
+    {"_target_": "Spacingd", "keys": "image", "pixdim": [1.9, 1.9, 3.0], "mode": "bilinear"},
+    {"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True, "channel_wise": True},
+    {"_target_": "EnsureTyped", "keys": "image"},
+]
+ZOO_POSTPROCESSING = [
+    {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+    {
+        "_target_": "Invertd",
+        "keys": "pred",
+        "transform": "@preprocessing",
+        "orig_keys": "image",
+        "nearest_interp": False,
+        "to_tensor": True,
+    },
+    {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+    {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir"},
+]
+
+
+def write_zoo_bundle(
+    root: Path,
+    network_def: dict,
+    *,
+    preprocessing: list | None = None,
+    postprocessing: list | None = None,
+    label_names: tuple[str, ...] = MRBRAINS3_NAMES,
+    input_names: tuple[str, ...] = ("FLAIR", "reg_T1", "reg_IR"),
+    weights_of: dict | None = None,
+    seed: int = 0,
+    config_format: str = "json",
+) -> Path:
+    """A bundle laid out like the MONAI model zoo's (configs/inference.json, metadata.json,
+    models/model.pt, docs/README.md), written by hand; the weights are those of MONAI's own
+    class built from ``weights_of`` (default ``network_def``) with a fixed seed."""
+    import json
+
+    import monai.networks.nets as nets
+
+    root.mkdir(parents=True)
+    (root / "configs").mkdir()
+    (root / "models").mkdir()
+    (root / "docs").mkdir()
+    inference = {
+        "imports": ["$import glob", "$import os"],
+        "bundle_root": ".",
+        "output_dir": "$@bundle_root + '/eval'",
+        "dataset_dir": "/workspace/data",
+        "datalist": "$list(sorted(glob.glob(@dataset_dir + '/imagesTs/*.nii.gz')))",
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "network_def": network_def,
+        "network": "$@network_def.to(@device)",
+        "preprocessing": {
+            "_target_": "Compose",
+            "transforms": ZOO_PREPROCESSING if preprocessing is None else preprocessing,
+        },
+        "dataset": {
+            "_target_": "Dataset",
+            "data": "$[{'image': i} for i in @datalist]",
+            "transform": "@preprocessing",
+        },
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [32, 32, 16], "overlap": 0.5},
+        "postprocessing": {
+            "_target_": "Compose",
+            "transforms": ZOO_POSTPROCESSING if postprocessing is None else postprocessing,
+        },
+        "checkpointloader": {
+            "_target_": "CheckpointLoader",
+            "load_path": "$@bundle_root + '/models/model.pt'",
+            "load_dict": {"model": "@network"},
+        },
+    }
+    if config_format == "json":
+        (root / "configs" / "inference.json").write_text(json.dumps(inference, indent=4))
+    else:
+        import yaml
+
+        (root / "configs" / "inference.yaml").write_text(yaml.safe_dump(inference))
+    metadata = {
+        "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/"
+        "0.8.1/meta_schema_20220324.json",
+        "version": "0.1.0",
+        "changelog": {"0.1.0": "written by a test"},
+        "monai_version": "1.4.0",
+        "name": "Tiny brain tissue segmentation",
+        "task": "phantom brain tissue segmentation",
+        "network_data_format": {
+            "inputs": {
+                "image": {
+                    "type": "image",
+                    "num_channels": len(input_names),
+                    "channel_def": {str(i): n for i, n in enumerate(input_names)},
+                }
+            },
+            "outputs": {
+                "pred": {
+                    "type": "image",
+                    "format": "segmentation",
+                    "num_channels": len(label_names),
+                    "channel_def": {str(i): n for i, n in enumerate(label_names)},
+                }
+            },
+        },
+    }
+    (root / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=4))
+    (root / "docs" / "README.md").write_text("# Tiny bundle\nWritten by the test suite.\n")
+    source = dict(weights_of or network_def)
+    network_type = getattr(nets, source.pop("_target_").rsplit(".", 1)[-1])
+    torch.manual_seed(seed)
+    torch.save(network_type(**source).state_dict(), root / "models" / "model.pt")
+    return root

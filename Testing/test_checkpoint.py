@@ -324,7 +324,8 @@ def test_project_checkpoint_round_trip_preserves_outputs_config_and_metadata(tmp
     save_checkpoint(path, source, source.config, A_METADATA)
 
     raw = torch.load(path, weights_only=True)
-    assert raw["format"] == CHECKPOINT_FORMAT and raw["format_version"] == 1
+    assert raw["format"] == CHECKPOINT_FORMAT and raw["format_version"] == 2
+    assert raw["adapter"] == "medicalnet" and raw["model_config"] == source.config.to_dict()
     loaded = load_checkpoint(path)
 
     assert loaded.config == source.config and loaded.report.layout == "project"
@@ -367,14 +368,15 @@ def test_project_checkpoint_from_a_newer_version_is_refused(tmp_path):
     torch.save(
         {
             "format": CHECKPOINT_FORMAT,
-            "format_version": 2,
+            "format_version": 3,
+            "adapter": "medicalnet",
             "model_config": model.config.to_dict(),
             "state_dict": model.state_dict(),
             "metadata": {},
         },
         path,
     )
-    with pytest.raises(InvalidInputError, match="format_version 2 is not supported"):
+    with pytest.raises(InvalidInputError, match="format_version 3 is not supported"):
         load_checkpoint(path)
 
 

@@ -24,11 +24,8 @@ LAYERS = (
     "data",
     "runtime",
 )
-# (importing layer, imported module) pairs allowed for a stated reason.
-KNOWN_EXCEPTIONS = {
-    # the MedicalNet logit-grid formula; moves to the architecture adapters (issue 13)
-    ("data", "MachineUnlearningLib.model.resnet"),
-}
+# (importing layer, imported module) pairs allowed for a stated reason (none at present).
+KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 def engine_modules() -> list[Path]:

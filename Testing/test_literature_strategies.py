@@ -14,7 +14,7 @@ import torch
 from conftest import TINY_SOURCE_IDS, a_tiny_model
 from MachineUnlearningLib.commands import run_job
 from MachineUnlearningLib.data.labels import IGNORE_INDEX
-from MachineUnlearningLib.model.checkpoint import load_checkpoint
+from MachineUnlearningLib.model.checkpoint import load_checkpoint, medicalnet_spec
 from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.runtime.events import CollectingSink
 from MachineUnlearningLib.runtime.jobs import JobSpec
@@ -236,8 +236,9 @@ def test_training_leaves_the_teachers_unchanged_and_pulls_the_student_toward_the
 
 def test_the_random_teacher_is_seeded_and_differs_from_the_original():
     original = a_tiny_model(seed=0)
-    first = build_teachers(("random",), original, seed=3, device=CPU)["random"]
-    again = build_teachers(("random",), original, seed=3, device=CPU)["random"]
+    spec = medicalnet_spec(original.config)
+    first = build_teachers(("random",), original, seed=3, device=CPU, spec=spec)["random"]
+    again = build_teachers(("random",), original, seed=3, device=CPU, spec=spec)["random"]
     assert torch.equal(first.conv1.weight, again.conv1.weight)
     assert not torch.equal(first.conv1.weight, original.conv1.weight)
     assert all(not p.requires_grad for p in first.parameters())

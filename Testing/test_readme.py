@@ -48,12 +48,13 @@ def test_every_readme_number_has_its_command_next_to_it():
 
 
 def tutorial_invocations() -> list[list[str]]:
-    """Each ``machine-unlearning`` call of the README's terminal tutorial, as argv words
-    (continuation lines joined, comments dropped)."""
+    """Each ``machine-unlearning`` call of the README's terminal tutorial (every bash block of
+    the section), as argv words (continuation lines joined, comments dropped)."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
     tutorial = text[text.index("## Tutorial (terminal)") :]
-    block = re.search(r"```bash\n(.*?)```", tutorial, re.S).group(1)
-    joined = re.sub(r"\\\n", " ", block)
+    tutorial = tutorial[: tutorial.index("\n## ")]
+    blocks = re.findall(r"```bash\n(.*?)```", tutorial, re.S)
+    joined = re.sub(r"\\\n", " ", "".join(blocks))
     calls = []
     for line in joined.splitlines():
         words = line.split("#")[0].split()

@@ -495,3 +495,36 @@ def test_compare_views_add_a_composite_node_a_slice_node_lacks(a_scene, two_pred
         assert composite.GetBackgroundVolumeID() == volume.GetID()
     assert original.GetDisplayNode().IsDisplayableInView("vtkMRMLSliceNodeLeft")
     assert not original.GetDisplayNode().IsDisplayableInView("vtkMRMLSliceNodeRight")
+
+
+def test_every_table_the_module_makes_shows_its_column_names_as_the_header(a_scene):
+    # otherwise qMRMLTableView shows the names as an editable first row and view row k is
+    # table row k - 1 (qMRMLTableModel.cxx, tableRowOffset)
+    metrics = {
+        "class_names": ["background", "gray matter"],
+        "roles": {"070": "forget"},
+        "evaluations": [
+            {"model": "original", "epoch": 0, "sets": {"forget": {"dice": 0.9}},
+             "subjects": [{"subject_id": "070", "role": "forget", "mean_dice": 0.9}]},
+        ],
+        "summary": [{"epoch": 0}],
+    }  # fmt: skip
+    tables = [
+        mrml.subject_roles_to_table(a_scene, {"070": "forget"}),
+        mrml.metrics_to_table(a_scene, metrics),
+        mrml.summary_to_table(a_scene, metrics),
+        mrml.dice_curves_to_plot(a_scene, metrics).GetNthPlotSeriesNode(0).GetTableNode(),
+    ]
+    assert [t.GetUseColumnTitleAsColumnHeader() for t in tables] == [True] * 4
+
+
+def test_roles_are_read_case_insensitively_and_train_is_no_role(a_scene):
+    table = mrml.subject_roles_to_table(a_scene, {"070": "forget", "1": "retain", "4": "retain"})
+    role_column = table.GetColumnIndex("role")
+    table.SetCellText(0, role_column, " Forget ")
+    table.SetCellText(1, role_column, "Held out")
+    assert mrml.table_to_subject_roles(table) == {"070": "forget", "1": "held-out", "4": "retain"}
+    table.SetCellText(2, role_column, "train")
+    with pytest.raises(InvalidInputError, match="'4'.*'train'") as raised:
+        mrml.table_to_subject_roles(table)
+    assert raised.value.hint == "Valid values: forget, retain, held-out."

@@ -16,9 +16,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from conftest import require_shared
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-CATALOG_SCHEMA = SHARED / "slicer-extension-catalog-entry-schema.json"
+CATALOG_SCHEMA_NAME = "slicer-extension-catalog-entry-schema.json"
 MODULE_NAME = "MachineUnlearning"
 MODULE_DIR = REPO / MODULE_NAME
 MODULE_FILE = MODULE_DIR / f"{MODULE_NAME}.py"
@@ -39,6 +40,8 @@ ALLOWED_MODULE_IMPORTS = {
     "typing",
     "enum",
     "logging",
+    "importlib",
+    "time",
 }
 # Folders under MachineUnlearning/ whose .py files are not module scripts (in-Slicer tests are
 # registered by their own CMakeLists.txt).
@@ -112,18 +115,26 @@ def parameter_node_defaults() -> dict[str, object]:
 
 
 def ui_names_used_in_code() -> set[str]:
-    """Every ``self.ui.<name>`` in MachineUnlearning.py."""
+    """Every ``self.ui.<name>`` and ``ui.<name>`` (``ui = self.ui``) in MachineUnlearning.py,
+    and every ``<name>PathLineEdit`` the code builds from its PATHS names."""
     tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
     names = set()
     for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        owner = node.value
         if (
-            isinstance(node, ast.Attribute)
-            and isinstance(node.value, ast.Attribute)
-            and node.value.attr == "ui"
-            and isinstance(node.value.value, ast.Name)
-            and node.value.value.id == "self"
+            isinstance(owner, ast.Attribute)
+            and owner.attr == "ui"
+            and isinstance(owner.value, ast.Name)
+            and owner.value.id == "self"
         ):
             names.add(node.attr)
+        elif isinstance(owner, ast.Name) and owner.id == "ui":
+            names.add(node.attr)  # fmt: skip
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "PATHS":
+            names |= {f"{name}PathLineEdit" for name in ast.literal_eval(node.value)}
     return names
 
 
@@ -170,7 +181,9 @@ def parameter_node_fields() -> set[str]:
 
 def test_the_ui_file_parses_and_holds_every_widget_the_code_names():
     widgets = ui_widget_names()
-    missing = sorted(ui_names_used_in_code() - set(widgets))
+    used = ui_names_used_in_code()
+    assert {"applyButton", "deleteOutputsButton", "checkpointPathLineEdit"} <= used
+    missing = sorted(used - set(widgets))
     assert not missing, f"{UI_FILE.name} lacks widgets used as self.ui.<name>: {missing}"
 
 
@@ -281,12 +294,8 @@ def test_the_extension_icon_is_in_the_repository():
 
 
 def test_the_catalog_entry_validates_against_the_schema():
-    if not CATALOG_SCHEMA.is_file():
-        pytest.fail(
-            f"The Extensions Index schema is missing: expected {CATALOG_SCHEMA} (the shared/ "
-            "folder next to the checkout). Clone or copy shared/ beside the repository."
-        )
-    schema = json.loads(CATALOG_SCHEMA.read_text(encoding="utf-8"))
+    schema_path = require_shared(CATALOG_SCHEMA_NAME, "the Extensions Index schema check")
+    schema = json.loads(schema_path.read_text(encoding="utf-8"))
     entry = json.loads(CATALOG_ENTRY.read_text(encoding="utf-8"))
     jsonschema.validate(entry, schema)
     assert entry["$schema"] == schema["$id"]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from MachineUnlearningLib.data.labels import IGNORE_INDEX
+from MachineUnlearningLib.model.checkpoint import medicalnet_spec
 from MachineUnlearningLib.model.resnet import MedicalNetSegmentation, ModelConfig
 from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.strategies import (
@@ -112,12 +113,12 @@ def test_reinitialise_encoder_changes_encoder_only_and_is_seeded():
     )
     model = MedicalNetSegmentation(config, generator=torch.Generator().manual_seed(0))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    reinitialise_encoder(model, seed=7)
+    reinitialise_encoder(model, medicalnet_spec(config), seed=7)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("conv_seg"))
     assert not torch.equal(before["layer1.0.conv1.weight"], after["layer1.0.conv1.weight"])
     again = MedicalNetSegmentation(config, generator=torch.Generator().manual_seed(0))
-    reinitialise_encoder(again, seed=7)
+    reinitialise_encoder(again, medicalnet_spec(config), seed=7)
     assert torch.equal(again.state_dict()["conv1.weight"], after["conv1.weight"])
 
 

@@ -120,7 +120,6 @@ def measure(config: dict, cohort: str, rounds: int, steps: int) -> dict:
     from MachineUnlearningLib.data.cohort import discover_cohort
     from MachineUnlearningLib.data.labels import get_label_policy
     from MachineUnlearningLib.data.samples import SampleSource
-    from MachineUnlearningLib.model.resnet import MedicalNetSegmentation
     from MachineUnlearningLib.runtime.events import CollectingSink
     from MachineUnlearningLib.training.loop import build_optimizer, train
     from MachineUnlearningLib.training.recipes import resolve_recipe
@@ -136,9 +135,14 @@ def measure(config: dict, cohort: str, rounds: int, steps: int) -> dict:
         **({"amp_dtype": config["amp_dtype"]} if "amp_dtype" in config else {}),
     )
     subjects = [s for s in discover_cohort(cohort) if s.group == "training"][:2]
-    policy = get_label_policy(recipe.label_policy)
-    source = SampleSource(subjects, recipe.modalities, policy, recipe.preprocessing)
-    model = MedicalNetSegmentation(recipe.model).to(device)
+    source = SampleSource(
+        subjects,
+        recipe.modalities,
+        get_label_policy(recipe.label_policy),
+        recipe.preprocessing,
+        output_shape=recipe.model.output_shape(recipe.preprocessing.input_size),
+    )
+    model = recipe.model.build().to(device)
     if config.get("channels_last"):
         model = model.to(memory_format=torch.channels_last_3d)
     ids = [s.subject_id for s in subjects]
@@ -158,7 +162,7 @@ def measure(config: dict, cohort: str, rounds: int, steps: int) -> dict:
         return time.perf_counter() - started
 
     x = torch.randn(1, len(recipe.modalities), *recipe.preprocessing.input_size, device=device)
-    optimizer = build_optimizer(model, training)
+    optimizer = build_optimizer(model, training, recipe.model.decoder_prefixes)
     use_amp = cuda and training.amp
     amp_dtype = getattr(training, "amp_dtype", "float16")  # (older engines: float16 only)
     dtype = torch.bfloat16 if amp_dtype == "bfloat16" else torch.float16

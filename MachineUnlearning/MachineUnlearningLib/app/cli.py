@@ -32,6 +32,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cohort", help="cohort root (holds training/ and held-out/)")
     parser.add_argument("--output", help="output folder (created; never overwritten)")
     parser.add_argument("--checkpoint", help="input model (read only)")
+    parser.add_argument(
+        "--bundle",
+        metavar="DIR",
+        help="a MONAI bundle folder as the model, instead of --checkpoint (read only; "
+        "docs/bring-your-own-model.md)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (0)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (auto)")
     parser.add_argument("--epochs", type=int, help="epochs (default: the recipe's/strategy's)")
@@ -74,20 +80,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    cohort = sub.add_parser("make-cohort", help="write the synthetic MRBrainS18-layout demo cohort")
+    cohort = sub.add_parser(
+        "make-cohort",
+        help="write a synthetic MRBrainS18-layout cohort (the MNI demo cohort, or one "
+        "from real FreeSurfer label maps with --label-maps)",
+    )
     cohort.add_argument("--out", required=True, type=Path, help="cohort folder to create")
     cohort.add_argument("--seed", type=int, default=0, help="generator seed (0)")
-    cohort.add_argument("--held-out", type=int, default=0, help="number of held-out subjects (0)")
+    cohort.add_argument(
+        "--held-out",
+        type=int,
+        default=None,
+        help="number of held-out subjects (MNI cohort: 0; --label-maps: every map after "
+        "the first 7)",
+    )
+    cohort.add_argument(
+        "--label-maps",
+        type=Path,
+        metavar="DIR",
+        help="folder of FreeSurfer-numbered whole-head label maps (.nii.gz); the first 7 "
+        "by file name become the training subjects (README: 'A cohort from real anatomies')",
+    )
 
     train = sub.add_parser("train", help="train a baseline on every training subject")
     _add_common(train)
     _add_roles(train)
-    train.add_argument("--recipe", default="cpu-demo", help="cpu-demo | medicalnet (cpu-demo)")
+    train.add_argument(
+        "--recipe", default="cpu-demo", help="cpu-demo | bench | medicalnet (cpu-demo)"
+    )
 
     retrain = sub.add_parser("retrain", help="retrain from scratch without the forget subjects")
     _add_common(retrain)
     _add_roles(retrain)
-    retrain.add_argument("--recipe", default="cpu-demo", help="cpu-demo | medicalnet (cpu-demo)")
+    retrain.add_argument(
+        "--recipe", default="cpu-demo", help="cpu-demo | bench | medicalnet (cpu-demo)"
+    )
 
     evaluate = sub.add_parser("evaluate", help="score a model; writes metrics.json")
     _add_common(evaluate)
@@ -149,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--base-dir", type=Path, help="where the cohort lives now, if moved")
 
     sub.add_parser("strategies", help="list the unlearning presets and their parameters")
+
+    # Questions the Slicer module asks in the background (app/queries.py): one JSON document.
+    sub.add_parser("devices", help="list the CUDA GPUs torch sees, with free memory (JSON)")
+    describe = sub.add_parser(
+        "describe-checkpoint", help="architecture, labels and trained-on subjects of a model (JSON)"
+    )
+    describe.add_argument("checkpoint", type=Path, help="the model file (read only)")
 
     demo = sub.add_parser("demo", help="the end-to-end demo on the synthetic cohort")
     demo.add_argument(
@@ -231,21 +265,20 @@ def job_from_args(args: argparse.Namespace):
         stop_when_indistinguishable=getattr(args, "stop_when_indistinguishable", False),
         stop_retain_tolerance=getattr(args, "stop_retain_tolerance", 0.05),
         reference=getattr(args, "reference", None),
+        bundle=args.bundle,
     )
 
 
 def _run(args: argparse.Namespace, sink: EventSink) -> dict:
     if args.command == "make-cohort":
-        from MachineUnlearningLib.data.synthetic import make_cohort
-
-        subjects = make_cohort(args.out, seed=args.seed, held_out=args.held_out)
-        print(f"wrote {len(subjects)} subjects to {args.out}", file=sys.stderr)
-        return {"cohort": str(args.out)}
+        return _make_cohort(args)
     if args.command == "strategies":
         from MachineUnlearningLib.strategies import describe_strategies
 
         print(describe_strategies())
         return {}
+    if args.command in QUERY_COMMANDS:
+        return _answer_query(args)
     if args.command == "verify-record":
         from MachineUnlearningLib.outputs.record import verify_record
         from MachineUnlearningLib.runtime.errors import InvalidInputError
@@ -311,6 +344,47 @@ def _process_rank() -> int | None:
     return None
 
 
+def _make_cohort(args: argparse.Namespace) -> dict:
+    """``make-cohort``: the MNI demo cohort, or with ``--label-maps`` the label-map cohort."""
+    if args.label_maps is not None:
+        from MachineUnlearningLib.data.label_map_cohort import SIDECAR_FILE, make_label_map_cohort
+
+        subjects = make_label_map_cohort(
+            args.label_maps, args.out, seed=args.seed, held_out=args.held_out
+        )
+        print(
+            f"wrote {len(subjects)} subjects to {args.out} (which file became which id: "
+            f"{args.out / SIDECAR_FILE})",
+            file=sys.stderr,
+        )
+        return {"cohort": str(args.out)}
+    from MachineUnlearningLib.data.synthetic import make_cohort
+
+    held_out = 0 if args.held_out is None else args.held_out
+    subjects = make_cohort(args.out, seed=args.seed, held_out=held_out)
+    print(f"wrote {len(subjects)} subjects to {args.out}", file=sys.stderr)
+    return {"cohort": str(args.out)}
+
+
+QUERY_COMMANDS = ("devices", "describe-checkpoint")
+
+
+def _answer_query(args: argparse.Namespace) -> dict:
+    """Print the answer of a query command as one JSON line on stdout."""
+    import json
+
+    if args.command == "devices":
+        from MachineUnlearningLib.runtime.gpus import list_gpus
+
+        answer = {"gpus": list_gpus()}
+    else:
+        from MachineUnlearningLib.model.summary import describe_checkpoint
+
+        answer = {"checkpoint": describe_checkpoint(args.checkpoint)}
+    print(json.dumps(answer), flush=True)
+    return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     events = getattr(args, "events", False)
@@ -338,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         sink.emit("finished", status="failed", exit_code=EXIT_FAILURE, outputs={})
         return EXIT_FAILURE
-    if args.command not in ("strategies",):
+    if args.command not in ("strategies", *QUERY_COMMANDS):
         sink.emit("finished", status="ok", exit_code=0, outputs=outputs, resources=resource_usage())
     return 0
 

@@ -37,9 +37,9 @@ from vtkmodules.vtkCommonCore import (
 )
 from vtkmodules.vtkImagingCore import vtkImageCast
 
+from MachineUnlearningLib.app.roles import normalise_role
 from MachineUnlearningLib.evaluation.metrics import ROLES
 from MachineUnlearningLib.runtime.errors import InvalidInputError
-from MachineUnlearningLib.runtime.options import look_up_option
 
 ROLE_COLOURS: dict[str, tuple[float, float, float]] = {
     "forget": (0.85, 0.2, 0.2),
@@ -224,12 +224,23 @@ def _doubles(name: str, values: Iterable[Any]) -> vtkDoubleArray:
 
 
 def _fill_table(scene, table, name: str, columns: Sequence[vtkStringArray | vtkDoubleArray]):
-    """Replace the columns of ``table`` (or of a new table named ``name``) with ``columns``."""
+    """Replace the columns of ``table`` (or of a new table named ``name``) with ``columns``.
+
+    Column names become the view's header: a new table node leaves
+    ``UseColumnTitleAsColumnHeader`` off, and then qMRMLTableView shows the names as an
+    editable first row, so view row k would be table row k - 1 (qMRMLTableModel.cxx,
+    ``tableRowOffset``). One ModifiedEvent for the whole fill.
+    """
     if table is None:
         table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    table.RemoveAllColumns()
-    for column in columns:
-        table.AddColumn(column)
+    modifying = table.StartModify()
+    try:
+        table.RemoveAllColumns()
+        for column in columns:
+            table.AddColumn(column)
+        table.SetUseColumnTitleAsColumnHeader(True)
+    finally:
+        table.EndModify(modifying)
     return table
 
 
@@ -379,7 +390,7 @@ def subject_roles_to_table(
 
     Args:
         scene: the MRML scene.
-        roles: subject id -> role ("forget", "retain", "held-out", "train").
+        roles: subject id -> role (``roles.ROLES``: "forget", "retain", "held-out").
         table: table to overwrite, or None for a new one named "Subject roles".
         groups: subject id -> cohort group ("training" / "held-out"); None derives it from
             the role (held-out -> "held-out", else "training").
@@ -400,8 +411,9 @@ def subject_roles_to_table(
 def table_to_subject_roles(table) -> dict[str, str]:
     """Read back the roles of :func:`subject_roles_to_table`, after any edits in Slicer.
 
-    Rows with an empty subject id or an empty role are left out. Raises InvalidInputError
-    for a missing column, an unknown role or a subject listed twice.
+    Roles are read case-insensitively (``roles.normalise_role``). Rows with an empty subject
+    id or an empty role are left out. Raises InvalidInputError for a missing column, a role
+    that is not forget / retain / held-out, or a subject listed twice.
     """
     indices = {}
     for column in ("subject", "role"):
@@ -422,7 +434,7 @@ def table_to_subject_roles(table) -> dict[str, str]:
                 f"table {table.GetName()!r}: subject {subject!r} is listed twice.",
                 hint="Give each subject one row.",
             )
-        roles[subject] = look_up_option(role, ROLES, f"role of subject {subject!r}")
+        roles[subject] = normalise_role(role, subject)
     return roles
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from MachineUnlearningLib.commands.common import prepare_output
 from MachineUnlearningLib.commands.evaluate import evaluate_for_job
 from MachineUnlearningLib.evaluation.audit import audit
@@ -15,8 +13,8 @@ from MachineUnlearningLib.runtime.jobs import JobSpec
 def audit_checkpoint(job: JobSpec, sink: EventSink) -> dict[str, str]:
     """``audit``: membership-inference audit of one model (audit.json + audit.md)."""
     output = prepare_output(job)
-    evaluation, _, _, _ = evaluate_for_job(job, sink, keep_predictions=False)
-    report = audit(evaluation.signals, feature="loss", model_label=Path(job.checkpoint).name)
+    evaluation, _, _, _, label = evaluate_for_job(job, sink, keep_predictions=False)
+    report = audit(evaluation.signals, feature="loss", model_label=label)
     path = write_json(output / "audit.json", report.to_dict())
     write_text(output / "audit.md", report.to_markdown())
     sink.emit("phase", name="audit", detail=f"verdict: {report.overall}")

@@ -1,15 +1,20 @@
 """What every job command shares: roles, the output folder, the job's model, metrics output.
 
+The job's model is a project checkpoint (``--checkpoint``) or a MONAI bundle (``--bundle``);
+either way the commands see a :class:`JobModel`: the network, its adapter spec, the metadata a
+checkpoint would carry (label policy, modalities, preprocessing) and, for a bundle, the bundle.
+
 The command modules (``train``, ``evaluate``, ``audit``, ``unlearn``, ``reference``, ``demo``)
 use only this module and the layers below ``commands/``; no command imports another's module
-except through the function it documents (``reference`` retrains through ``train``), so there
-is no import circle.
+except through the function it documents (``retrains`` trains through ``train``, ``reference``
+through ``retrains``), so there is no import circle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,21 +24,28 @@ from MachineUnlearningLib.data.cohort import (
     Subject,
     select_subjects,
 )
+from MachineUnlearningLib.data.labels import LabelPolicy
 from MachineUnlearningLib.data.preprocessing import Preprocessing
 from MachineUnlearningLib.data.samples import SampleSource
+from MachineUnlearningLib.data.transform_chain import TransformChain, preprocessing_from_dict
 from MachineUnlearningLib.data.volumes import write_label_map
 from MachineUnlearningLib.evaluation.metrics import paper_summary
 from MachineUnlearningLib.evaluation.predict import Evaluation
-from MachineUnlearningLib.model.checkpoint import LoadedModel, load_checkpoint
+from MachineUnlearningLib.model.adapters import ModelSpec
+from MachineUnlearningLib.model.bundle import Bundle, read_bundle
+from MachineUnlearningLib.model.checkpoint import load_checkpoint
 from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.runtime.events import EventSink
-from MachineUnlearningLib.runtime.files import write_json
+from MachineUnlearningLib.runtime.files import folder_hashes, write_json
 from MachineUnlearningLib.runtime.jobs import JobSpec
 
 METRICS_SCHEMA_VERSION = 1
 MODEL_FILE = "model.pt"
 UNLEARNED_FILE = "unlearned.pt"
-FINAL_OUTPUTS = (MODEL_FILE, UNLEARNED_FILE, "metrics.json")
+BUNDLE_FOLDER = "bundle"
+FINAL_OUTPUTS = (MODEL_FILE, UNLEARNED_FILE, "metrics.json", BUNDLE_FOLDER)
+# The settings a --bundle job reads from ``config``: which cohort data feed the network.
+BUNDLE_SETTINGS = ("label_policy", "modalities")
 
 
 @dataclass(frozen=True)
@@ -95,8 +107,34 @@ def prepare_output(job: JobSpec, overwrite: bool = False) -> Path:
     return output
 
 
-def load_model_for_job(job: JobSpec, device: torch.device) -> tuple[LoadedModel, Preprocessing]:
-    """The job's checkpoint and the preprocessing it was trained with."""
+@dataclass(frozen=True)
+class JobModel:
+    """The model a job starts from, however it was given.
+
+    Attributes:
+        model: the network on the job's device, eval mode.
+        spec: its adapter and constructor arguments.
+        metadata: label_policy, modalities, preprocessing (a dict), subject_ids,
+            training_history and, for a bundle, ``bundle`` (what it is and its file hashes).
+        preprocessing: the engine's :class:`Preprocessing` or a bundle's transform chain.
+        bundle: the MONAI bundle, for ``--bundle`` jobs; else None.
+        input_file: the weights file read (the checkpoint, or the bundle's models/model.pt).
+        label: a short name for reports ("model.pt", "bundle 'spleen' 0.2.0").
+    """
+
+    model: torch.nn.Module
+    spec: ModelSpec
+    metadata: dict
+    preprocessing: Preprocessing | TransformChain
+    bundle: Bundle | None
+    input_file: Path
+    label: str
+
+
+def load_model_for_job(job: JobSpec, device: torch.device, sink: EventSink) -> JobModel:
+    """The job's checkpoint or bundle, with the preprocessing it was trained with."""
+    if job.bundle:
+        return _bundle_model(job, device, sink)
     loaded = load_checkpoint(job.checkpoint, device=device)
     meta = loaded.metadata or {}
     missing = [k for k in ("label_policy", "modalities", "preprocessing") if k not in meta]
@@ -106,7 +144,75 @@ def load_model_for_job(job: JobSpec, device: torch.device) -> tuple[LoadedModel,
             "trained, so its preprocessing is unknown).",
             hint="Fine-tune it first with 'machine-unlearning train --checkpoint FILE'.",
         )
-    return loaded, Preprocessing.from_dict(meta["preprocessing"])
+    return JobModel(
+        model=loaded.model,
+        spec=loaded.spec,
+        metadata=meta,
+        preprocessing=preprocessing_from_dict(meta["preprocessing"]),
+        bundle=None,
+        input_file=Path(job.checkpoint),
+        label=Path(job.checkpoint).name,
+    )
+
+
+def _bundle_model(job: JobSpec, device: torch.device, sink: EventSink) -> JobModel:
+    unused = sorted(set(job.config) - set(BUNDLE_SETTINGS))
+    if unused:
+        raise InvalidInputError(
+            f"config: {unused} do not apply to a bundle's model (its network and "
+            "preprocessing are the bundle's).",
+            hint=f"With --bundle only {', '.join(BUNDLE_SETTINGS)} may be set.",
+        )
+    bundle = read_bundle(job.bundle)
+    policy = bundle_policy(bundle, job.config, sink)
+    modalities = bundle.modalities(job.config.get("modalities"))
+    model = bundle.load_network(device)
+    metadata = {
+        "label_policy": policy.name,
+        "modalities": list(modalities),
+        "preprocessing": bundle.chain.to_dict(),
+        "bundle": bundle_metadata(bundle),
+        "subject_ids": {},
+        "training_history": [],
+    }
+    sink.emit("phase", name="load", detail=f"{bundle.describe()}; {bundle.chain.describe()}")
+    return JobModel(model, bundle.spec, metadata, bundle.chain, bundle, bundle.weights, bundle.name)
+
+
+def bundle_policy(bundle: Bundle, config: dict[str, Any], sink: EventSink) -> LabelPolicy:
+    """The label policy scoring the bundle's outputs; a warning when its names differ."""
+    policy = bundle.label_policy(config.get("label_policy"))
+    for note in bundle.notes:
+        sink.emit("warning", message=note)
+    named = [n for n in bundle.label_names if n]
+    if named and [n.lower() for n in bundle.label_names] != [n.lower() for n in policy.class_names]:
+        sink.emit(
+            "warning",
+            message=f"the bundle's output channels {list(bundle.label_names)} are scored as the "
+            f"cohort's {policy.name} classes {list(policy.class_names)}, channel by channel.",
+        )
+    return policy
+
+
+def bundle_metadata(bundle: Bundle) -> dict[str, Any]:
+    """What a checkpoint records about the bundle it came from (its files' hashes included)."""
+    return {**bundle.record(), "files": folder_hashes(bundle.root)}
+
+
+def sample_source(
+    subjects: list[Subject],
+    modalities: tuple[str, ...],
+    policy: LabelPolicy,
+    preprocessing: Preprocessing | TransformChain,
+    spec: ModelSpec,
+) -> SampleSource:
+    """The samples of ``subjects`` as the network ``spec`` needs them (its logit grid)."""
+    output_shape = (
+        spec.output_shape(preprocessing.input_size)
+        if isinstance(preprocessing, Preprocessing)
+        else None
+    )
+    return SampleSource(subjects, modalities, policy, preprocessing, output_shape=output_shape)
 
 
 def emit_metrics(sink: EventSink, evaluation: Evaluation) -> None:

@@ -3,33 +3,40 @@
 The gaps to it are computed by ``evaluation.gaps``.
 
 ``retrained_reference`` returns a model trained with the original model's recipe and seed on the
-retain subjects only, cached per (cohort, forget set, recipe, seed) under the cache folder
-(``MACHINE_UNLEARNING_CACHE``, default ``~/.cache/machine-unlearning``; delete it to free the
-space). ``reference_gaps`` compares an unlearned model's evaluation with the reference's:
-per-subject and per-set absolute Dice and MAE gaps and their mean over the sets (SalUn's
-"Avg. Gap", arXiv 2310.12508).
+retain subjects only, from the retrain cache (``commands/retrains.py``: keyed by the recipe,
+the seed and the content of the subjects trained on; ``MACHINE_UNLEARNING_CACHE``, default
+``~/.cache/machine-unlearning``; delete it to free the space). ``reference_gaps`` compares an
+unlearned model's evaluation with the reference's: per-subject and per-set absolute Dice and
+MAE gaps and their mean over the sets (SalUn's "Avg. Gap", arXiv 2310.12508).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from pathlib import Path
 
-from MachineUnlearningLib.commands.common import MODEL_FILE
-from MachineUnlearningLib.commands.train import train_baseline
+from MachineUnlearningLib.commands.common import resolve_roles
+from MachineUnlearningLib.commands.retrains import (
+    CACHE_ENV,
+    RetrainRequest,
+    cache_root,
+    cached_model,
+)
+from MachineUnlearningLib.data.cohort import discover_cohort
 from MachineUnlearningLib.evaluation.predict import Evaluation, evaluate_model
+from MachineUnlearningLib.model.adapters.overrides import model_overrides
 from MachineUnlearningLib.model.checkpoint import load_checkpoint
 from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.runtime.events import EventSink
 from MachineUnlearningLib.runtime.jobs import JobSpec
 
-CACHE_ENV = "MACHINE_UNLEARNING_CACHE"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "machine-unlearning")
+__all__ = [
+    "CACHE_ENV",
+    "cache_root",
+    "evaluate_reference",
+    "recipe_overrides",
+    "reference_section",
+    "retrained_reference",
+]
 
 
 def recipe_overrides(recipe: dict) -> dict:
@@ -39,8 +46,7 @@ def recipe_overrides(recipe: dict) -> dict:
         "label_policy": recipe["label_policy"],
         "modalities": list(recipe["modalities"]),
     }
-    for key in ("depth", "shortcut_type", "base_width", "head_channels"):
-        flat[key] = recipe["model"][key]
+    flat |= model_overrides(recipe["model"])
     flat |= recipe["preprocessing"]
     flat |= {k: v for k, v in recipe["training"].items() if k != "seed"}
     return flat
@@ -48,6 +54,12 @@ def recipe_overrides(recipe: dict) -> dict:
 
 def retrained_reference(job: JobSpec, metadata: dict, sink: EventSink) -> Path:
     """Path of the cached retrained model for ``job``'s forget set; trains it when absent."""
+    if metadata.get("bundle"):
+        raise InvalidInputError(
+            "reference: the model came from a MONAI bundle, whose training recipe the engine "
+            "does not know.",
+            hint="Run 'machine-unlearning retrain --bundle DIR --forget ...' and pass its model.",
+        )
     history = metadata.get("training_history") or [{}]
     baseline = history[0]
     if "recipe" not in metadata or baseline.get("kind") != "train":
@@ -63,41 +75,21 @@ def retrained_reference(job: JobSpec, metadata: dict, sink: EventSink) -> Path:
         )
     config = recipe_overrides(metadata["recipe"])
     seed = int(baseline.get("seed", 0))
-    key = json.dumps(
-        {
-            "cohort": str(Path(job.cohort).resolve()),
-            "forget": sorted(job.forget_ids),
-            "config": config,
-            "seed": seed,
-        },
-        sort_keys=True,
-    )
-    folder = cache_root() / f"retrain-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-    model = folder / MODEL_FILE
-    if model.exists():
-        sink.emit("phase", name="reference", detail=f"reusing the retrained reference {model}")
-        return model
-    sink.emit(
-        "phase",
-        name="reference",
-        detail=f"retraining without {', '.join(job.forget_ids)} (cached in {folder})",
-    )
-    retrain = JobSpec(
-        command="retrain",
+    subjects = discover_cohort(job.cohort)
+    roles = resolve_roles(subjects, job)
+    request = RetrainRequest(
         cohort=job.cohort,
-        output=str(folder),
-        forget_ids=list(job.forget_ids),
-        retain_ids=job.retain_ids,
-        held_out_ids=job.held_out_ids,
-        seed=seed,
-        device=job.device,
         config=config,
-        cancel_file=str(job.cancel_path),
+        trained_on=tuple(roles.retain),
+        seed=seed,
+        left_out=tuple(job.forget_ids),
     )
-    (folder / "cache-key.json").parent.mkdir(parents=True, exist_ok=True)
-    (folder / "cache-key.json").write_text(key + "\n", encoding="utf-8")
-    train_baseline(retrain, sink)
-    return model
+    cached = cached_model(request, sink, job.device, str(job.cancel_path), subjects)
+    if cached.reused:
+        sink.emit(
+            "phase", name="reference", detail=f"reusing the retrained reference {cached.path}"
+        )
+    return cached.path
 
 
 def evaluate_reference(

@@ -6,7 +6,9 @@ and targets through ``training.train`` (evaluating at the asked epochs), then wr
 output atomically. A preset that does not train (``Strategy.trains`` False, e.g. ``ssd``) is
 evaluated once after its surgery, as the ``unlearned`` model at epoch 0 (epochs count training
 epochs). Nothing is written under its final name before training has finished, so a cancelled
-run leaves only ``job.json``.
+run leaves only ``job.json``. A run from a MONAI bundle (``--bundle``) also writes the unlearned
+model back as a bundle (``OUTPUT/bundle``; the input bundle is only read), and its deletion
+record names and hashes both bundles.
 
 Under torchrun every process prepares the strategy and trains (``training/distributed.py``);
 rank 0 alone evaluates (the original, the asked epochs, the stopping rule) and writes.
@@ -15,16 +17,20 @@ rank 0 alone evaluates (the original, the asked epochs, the stopping rule) and w
 from __future__ import annotations
 
 import copy
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
 from MachineUnlearningLib.commands.common import (
+    BUNDLE_FOLDER,
     UNLEARNED_FILE,
+    JobModel,
     emit_metrics,
     load_model_for_job,
     metrics_document,
     prepare_output,
     resolve_roles,
+    sample_source,
     summary_rows,
     write_predictions,
 )
@@ -35,6 +41,7 @@ from MachineUnlearningLib.data.samples import SampleSource
 from MachineUnlearningLib.evaluation.audit import AuditReport, audit, stopping_rule_satisfied
 from MachineUnlearningLib.evaluation.gaps import reference_gaps
 from MachineUnlearningLib.evaluation.predict import Evaluation, evaluate_model
+from MachineUnlearningLib.model.bundle_writer import write_bundle
 from MachineUnlearningLib.model.checkpoint import save_checkpoint
 from MachineUnlearningLib.outputs.record import (
     build_deletion_record,
@@ -48,7 +55,6 @@ from MachineUnlearningLib.runtime.jobs import JobSpec
 from MachineUnlearningLib.strategies import get_strategy
 from MachineUnlearningLib.strategies.plan import build_plan
 from MachineUnlearningLib.strategies.preparation import prepare
-from MachineUnlearningLib.strategies.surgery import DECODER_PREFIXES
 from MachineUnlearningLib.strategies.targets import TargetMaker
 from MachineUnlearningLib.training import distributed
 from MachineUnlearningLib.training.loop import TrainingConfig, TrainingHistory, train
@@ -102,8 +108,9 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
         group.check_batch_size(params["batch_size"])
     output = prepare_output(job) if group.is_main else Path(job.output)
     device = group.device(job.device)
-    loaded, preprocessing = load_model_for_job(job, device)
-    meta = loaded.metadata
+    job_model = load_model_for_job(job, device, sink)
+    spec = job_model.spec
+    meta = job_model.metadata
     policy = get_label_policy(meta["label_policy"])
     subjects = discover_cohort(job.cohort)
     roles = resolve_roles(subjects, job)
@@ -115,11 +122,12 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
         f"{', '.join(roles.forget)}; {len(roles.retain)} retain; "
         f"{len(roles.held_out)} held-out",
     )
-    source = SampleSource(
+    source = sample_source(
         select_subjects(subjects, list(role_of), "cohort"),
         tuple(meta["modalities"]),
         policy,
-        preprocessing,
+        job_model.preprocessing,
+        spec,
     )
     all_ids = tuple(role_of)
 
@@ -127,7 +135,7 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
     if group.is_main:
         sink.emit("phase", name="evaluate", detail="original model")
         original = evaluate_model(
-            loaded.model, source, role_of, device, "original", 0, keep_predictions=all_ids
+            job_model.model, source, role_of, device, "original", 0, keep_predictions=all_ids
         )
         emit_metrics(sink, original)
     reference = None  # (evaluation, checkpoint path) of the retrain-from-scratch reference
@@ -135,12 +143,13 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
         reference = evaluate_reference(job, meta, source, role_of, device, sink)
         emit_metrics(sink, reference[0])
 
-    model = copy.deepcopy(loaded.model)
-    frozen_prefixes = DECODER_PREFIXES if job.fix_decoder else ()
+    model = copy.deepcopy(job_model.model)
+    frozen_prefixes = spec.decoder_prefixes if job.fix_decoder else ()
     prepared = prepare(
         strategy,
         model,
-        loaded.model,
+        job_model.model,
+        spec,
         source,
         roles.forget,
         roles.retain,
@@ -214,6 +223,7 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
             phase="unlearn",
             teachers=prepared.teachers,
             after_step=prepared.after_step,
+            head_prefixes=spec.decoder_prefixes,
         )
     else:
         history = TrainingHistory()
@@ -254,9 +264,12 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
         "subject_ids": subject_ids,
         "training_history": [*meta.get("training_history", []), unlearning_entry],
     }
-    save_checkpoint(model_path, model.cpu(), loaded.config, metadata)
+    save_checkpoint(model_path, model.cpu(), spec, metadata)
     outputs["checkpoint"] = str(model_path)
     sink.emit("artifact", kind="checkpoint", path=str(model_path))
+    bundles = _write_bundle(job_model, model, output, strategy.name, roles.forget, sink)
+    if "output" in bundles:
+        outputs["bundle"] = bundles["output"]["root"]
     outputs |= write_predictions(output, "original", original, source, sink)
     outputs |= write_predictions(output, "unlearned", evaluations[-1], source, sink)
     metrics = metrics_document(
@@ -290,7 +303,7 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
         job=job.to_dict(),
         requested_by=job.requested_by,
         subject_ids=roles.forget,
-        input_checkpoint=Path(job.checkpoint),
+        input_checkpoint=job_model.input_file,
         output_checkpoint=model_path,
         cohort_files=cohort_files(source),
         cohort_root=Path(job.cohort),
@@ -303,6 +316,7 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
         started_at=started_at,
         finished_at=datetime.now(timezone.utc),
         notes="; ".join(stop_reason),
+        bundles=bundles or None,
     )
     outputs["deletion_record"] = str(write_record(record, output / "deletion-record.json"))
     sink.emit("artifact", kind="deletion-record", path=outputs["deletion_record"])
@@ -324,9 +338,41 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
             ),
         )
     outputs |= _write_report(
-        job, output, metrics, source, roles, strategy.name, params, sink, extra
+        job, output, metrics, source, roles, strategy.name, params, sink, extra, job_model
     )
     return outputs
+
+
+def _write_bundle(
+    job_model: JobModel, model, output: Path, strategy: str, forgot: list[str], sink: EventSink
+) -> dict[str, dict]:
+    """For a --bundle run: the unlearned bundle beside the checkpoint; the record's entries."""
+    bundle = job_model.bundle
+    if bundle is None:
+        return {}
+    change = (
+        f"machine-unlearning: {len(forgot)} subject(s) unlearned with {strategy} "
+        f"({datetime.now(timezone.utc).isoformat(timespec='seconds')}); network and "
+        "preprocessing unchanged, see the run's deletion record"
+    )
+    written, stale = write_bundle(bundle, output / BUNDLE_FOLDER, model.state_dict(), change)
+    if stale:
+        sink.emit(
+            "warning",
+            message=f"left out of the unlearned bundle (they hold the original weights): "
+            f"{', '.join(stale)}; export them again from its models/model.pt if needed.",
+        )
+    sink.emit("artifact", kind="bundle", path=str(written))
+    version = json.loads((written / "configs" / "metadata.json").read_text()).get("version", "")
+    return {
+        "input": {"name": bundle.name, "version": bundle.version, "root": str(bundle.root)},
+        "output": {
+            "name": bundle.name,
+            "version": str(version),
+            "root": str(written.resolve()),
+            "left_out": stale,
+        },
+    }
 
 
 def privacy_audit(evaluation: Evaluation, label: str) -> AuditReport:
@@ -354,6 +400,7 @@ def _write_report(
     params,
     sink: EventSink,
     extra_sections,
+    job_model: JobModel,
 ) -> dict[str, str]:
     from MachineUnlearningLib.outputs.report import OverlayCase, write_report
 
@@ -377,6 +424,7 @@ def _write_report(
         "seed": job.seed,
         "device": job.device,
         "checkpoint": job.checkpoint,
+        **({"bundle": job_model.bundle.describe()} if job_model.bundle is not None else {}),
         "cohort": job.cohort,
         "forget_ids": roles.forget,
         "label_policy": metrics["label_policy"],

@@ -10,8 +10,9 @@ Forward (per subject, channels-first ``(C, D, H, W)``):
 3. z-score each channel over its voxels > 0; voxels <= 0 are set to 0 (MedicalNet fills them
    with unseeded N(0, 1) noise, which would make runs irreproducible);
 4. labels: raw -> class ids by the label policy (ignored -> -1), then nearest-neighbour resize of
-   the crop to the network's output grid (1/4 of the input per axis; MedicalNet's) or, with
-   ``target_grid="input"``, to the input grid (the loss then upsamples the logits).
+   the crop to the network's output grid (the caller passes it: the model adapter's logit grid,
+   1/4 of the input per axis for MedicalNet) or, with ``target_grid="input"``, to the input
+   grid (the loss then upsamples the logits).
 
 Inverse: softmax probabilities ``(C, d, h, w)`` on the output grid are resized (trilinear,
 MedicalNet's order 1) to the crop box and pasted into the original grid, where voxels outside the
@@ -20,6 +21,7 @@ box are background with probability 1; the argmax is then on the original 240 x 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -28,7 +30,6 @@ import torch.nn.functional as F
 
 from MachineUnlearningLib.data.labels import IGNORE_INDEX, LabelPolicy
 from MachineUnlearningLib.data.volumes import SubjectVolumes
-from MachineUnlearningLib.model.resnet import output_size
 from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.runtime.options import look_up_option
 
@@ -50,10 +51,11 @@ class Preprocessing:
         image_interpolation: ``trilinear`` (default) or ``nearest`` (MedicalNet's).
         crop_jitter: training-time augmentation: each box bound moves by up to this fraction
             of the box extent (0 = off). MedicalNet crops randomly around the label box.
-        target_grid: where training labels live: ``output`` (the logit grid, 1/4 of the input,
-            MedicalNet's) or ``input`` (the network input grid; the loss then upsamples the
-            logits trilinearly to it, which trains the model for the trilinear upsampling its
-            predictions go through, so boundaries land between logit voxels).
+        target_grid: where training labels live: ``output`` (the network's logit grid, e.g.
+            1/4 of the input for MedicalNet; the caller passes it) or ``input`` (the network
+            input grid; the loss then upsamples the logits trilinearly to it, which trains the
+            model for the trilinear upsampling its predictions go through, so boundaries land
+            between logit voxels).
     """
 
     input_size: tuple[int, int, int] = (56, 448, 448)
@@ -85,11 +87,6 @@ class Preprocessing:
         return cls(**{**data, "input_size": tuple(data["input_size"])})
 
 
-def network_output_shape(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Logit grid (d, h, w) of a MedicalNet segmentation net for an input (D, H, W)."""
-    return tuple(output_size(n) for n in input_size)  # type: ignore[return-value]
-
-
 @dataclass(frozen=True)
 class PreparedSample:
     """One network-ready sample.
@@ -100,12 +97,16 @@ class PreparedSample:
             ``target_grid="input"``, on the input grid; None without labels.
         box: crop box in the original grid (z0, z1, y0, y1, x0, x1), end exclusive.
         grid_shape: original (D, H, W).
+        restore: how this sample's output-grid probabilities (C, d, h, w) go back to the
+            original grid (C, D, H, W); None = the crop-box inverse of
+            :func:`restore_probabilities` (a bundle's transform chain brings its own).
     """
 
     image: torch.Tensor
     target: torch.Tensor | None
     box: Box
     grid_shape: tuple[int, int, int]
+    restore: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def foreground_box(
@@ -183,11 +184,14 @@ def prepare_sample(
     preprocessing: Preprocessing,
     box: Box | None = None,
     class_ids: np.ndarray | None = None,
+    output_shape: tuple[int, int, int] | None = None,
 ) -> PreparedSample:
     """Crop, resize and normalise one subject (``box`` overrides the foreground box).
 
     ``class_ids`` (D, H, W), when given, is ``policy.apply(volumes.raw_label)`` computed once
     by the caller (a sample source re-cropping the same subject), so it is not recomputed.
+    ``output_shape``: the network's logit grid (d, h, w) for ``input_size``, needed with
+    ``target_grid="output"`` (from the model adapter: ``ModelSpec.output_shape``).
     """
     grid = volumes.grid_shape
     if box is None:
@@ -213,11 +217,11 @@ def prepare_sample(
             else np.ascontiguousarray(_crop(class_ids, box))
         )
         classes = torch.from_numpy(cropped_classes)
-        size = (
-            network_output_shape(preprocessing.input_size)
-            if preprocessing.target_grid == "output"
-            else preprocessing.input_size
-        )
+        size = preprocessing.input_size
+        if preprocessing.target_grid == "output":
+            if output_shape is None:
+                raise ValueError("target_grid 'output' needs the network's output_shape")
+            size = tuple(output_shape)
         target = resize_labels(classes, size)
     return PreparedSample(image=image, target=target, box=box, grid_shape=grid)
 
@@ -237,6 +241,8 @@ def restore_probabilities(probabilities: torch.Tensor, sample: PreparedSample) -
         (C, D, H, W) probabilities on the original grid; outside the crop box the background
         class has probability 1.
     """
+    if sample.restore is not None:
+        return sample.restore(probabilities)
     z0, z1, y0, y1, x0, x1 = sample.box
     inside = F.interpolate(
         probabilities[None].float(),
@@ -264,7 +270,6 @@ __all__ = [
     "class_targets_on_grid",
     "foreground_box",
     "jitter_box",
-    "network_output_shape",
     "prepare_sample",
     "resize_labels",
     "restore_probabilities",

@@ -6,6 +6,8 @@ every recipe without jitter use) is prepared on first use and cached. With crop 
 training visit draws a new box, so the crop, resize and normalisation of that box are redone
 (that is the augmentation); what does not depend on the box is cached: the head's foreground
 box (a percentile per channel over the whole volume) and the label-policy class ids.
+``preprocessing`` is the engine's own :class:`Preprocessing` or a MONAI bundle's transform
+chain (``data/transform_chain.py``), which prepares and restores samples itself.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ class SampleSource:
         policy: LabelPolicy,
         preprocessing: Preprocessing,
         need_labels: bool = True,
+        output_shape: tuple[int, int, int] | None = None,
     ) -> None:
+        self.output_shape = output_shape  # the network's logit grid (target_grid="output")
         self.policy = policy
         self.modalities = tuple(modalities)
         self.preprocessing = preprocessing
@@ -51,6 +55,10 @@ class SampleSource:
     def sample(self, subject_id: str, rng: np.random.Generator | None = None) -> PreparedSample:
         """The prepared sample; with ``rng`` and crop jitter on, a freshly jittered crop."""
         volumes = self.volumes[subject_id]
+        if not isinstance(self.preprocessing, Preprocessing):  # a bundle's transform chain
+            if subject_id not in self._cache:
+                self._cache[subject_id] = self.preprocessing.prepare(volumes, self.policy)
+            return self._cache[subject_id]
         jitter = self.preprocessing.crop_jitter
         if rng is not None and jitter > 0:
             if subject_id not in self._boxes:
@@ -65,7 +73,10 @@ class SampleSource:
                 self.preprocessing,
                 box=box,
                 class_ids=self._class_ids[subject_id],
+                output_shape=self.output_shape,
             )
         if subject_id not in self._cache:
-            self._cache[subject_id] = prepare_sample(volumes, self.policy, self.preprocessing)
+            self._cache[subject_id] = prepare_sample(
+                volumes, self.policy, self.preprocessing, output_shape=self.output_shape
+            )
         return self._cache[subject_id]

@@ -24,9 +24,12 @@ grid), with MRBrainS18 labels 0..10 and three contrasts (``reg_T1``, ``reg_IR``,
   dilated per subject; basal ganglia, cerebellum and brain stem are simple geometric regions in
   MNI coordinates (plausible, not anatomically exact); lesions (4), an infarct (9) and an
   "other" blob (10) are soft ellipsoids; skull and scalp are shells outside the CSF.
-- Subjects differ like patients: head size, pose, a smooth warp (a few mm), atrophy (thinner
-  cortex, wider CSF, larger ventricles), lesion load and placement, and a scanner profile per
-  modality (gain, contrast exponent, per-tissue jitter, bias field, noise level).
+- Subjects differ like patients: head size, pose, a smooth warp at three scales (a few mm over
+  the whole head, about 1 mm over 2-3 cm, a fraction of a mm over 1-2 cm: the shape of
+  gyri and sulci changes, not only the head's), atrophy (thinner cortex, wider CSF, larger
+  ventricles) that varies from region to region and between the hemispheres, asymmetric
+  ventricles, lesion load and placement, and a scanner profile per modality (gain, contrast
+  exponent, per-tissue jitter, bias field, noise level).
 - Everything random is drawn once, from ``numpy.random.default_rng([seed, stable_hash(id)])``,
   into a :class:`SubjectParams` record; synthesis from a record is deterministic.
 
@@ -37,7 +40,6 @@ template cache, the parameter record, the voxel model and the writer, are only u
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
 import importlib.util
 from collections.abc import Sequence
@@ -54,8 +56,9 @@ from MachineUnlearningLib.data.cohort import (
     TRAINING_GROUP,
     Subject,
 )
+from MachineUnlearningLib.data.tissue_contrast import smooth_field, texture_field
+from MachineUnlearningLib.data.volumes import write_nifti
 from MachineUnlearningLib.runtime.errors import InvalidInputError
-from MachineUnlearningLib.runtime.files import atomic_path
 
 GRID_SHAPE: tuple[int, int, int] = (240, 240, 48)
 """MRBrainS18 grid, nibabel (x, y, z) order, voxels."""
@@ -67,11 +70,17 @@ TEMPLATE_FILES: dict[str, str] = {
     key: f"mni_icbm152_{key}_tal_nlin_sym_09a_converted.nii.gz" for key in ("t1", "gm", "wm")
 }
 HELD_OUT_PREFIX = "H"
+WARP_SCALES: tuple[tuple[int, int, int], ...] = ((5, 5, 4), (10, 10, 6), (18, 18, 10))
+"""Control points (x, y, z) of the three warp scales: on the 240 x 240 x 48 grid about 5-6 cm,
+2-3 cm and 1.3-1.6 cm between control points (head shape; lobes and gyri; sulci)."""
+REGIONAL_ATROPHY_CONTROL: tuple[int, int, int] = (3, 3, 2)
+"""Control points of the regional atrophy field (about 8 cm between them: lobe-sized)."""
+MIDLINE_SOFTNESS_MM = 5.0
+"""Width of the left/right transition of the asymmetric terms at the midline, mm."""
 # Training subjects that carry the ignored labels, so that every cohort exercises that path;
 # "070", the default forget subject, stays ordinary. Held-out subjects draw them at random.
 INFARCT_SUBJECTS: frozenset[str] = frozenset({"1", "148"})
 OTHER_SUBJECTS: frozenset[str] = frozenset({"1", "7"})
-_GZIP_LEVEL = 4
 # NIfTI descrip (80 bytes at most): the template's copyright line, carried into every file.
 _NOTICE = "synthetic; MNI ICBM152 2009 (C) 1993-2004 L. Collins, MNI, McGill University"
 
@@ -157,6 +166,11 @@ class SubjectParams:
         other: "other" pathology (label 10), or None.
         scanner: one :class:`ScannerProfile` per modality, in ``MODALITIES`` order.
         field_seed: seed of the smooth fields and the noise (warp, texture, bias, Rician noise).
+        medium_warp_mm: SD of the displacement of the second warp scale (2-3 cm), mm.
+        fine_warp_mm: SD of the displacement of the third warp scale (1-2 cm), mm.
+        regional_atrophy: relative SD of ``tissue_loss`` across regions (smooth over ~8 cm).
+        atrophy_asymmetry: ``tissue_loss`` of the left hemisphere over the right's, minus 1.
+        ventricle_asymmetry_mm: left minus right ventricle growth, mm.
     """
 
     subject_id: str
@@ -176,6 +190,11 @@ class SubjectParams:
     other: Blob | None
     scanner: tuple[ScannerProfile, ...]
     field_seed: int
+    medium_warp_mm: float = 0.0
+    fine_warp_mm: float = 0.0
+    regional_atrophy: float = 0.0
+    atrophy_asymmetry: float = 0.0
+    ventricle_asymmetry_mm: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -277,6 +296,11 @@ def sample_subject_params(subject_id: str, seed: int = 0) -> SubjectParams:
         other=other,
         scanner=scanner,
         field_seed=int(rng.integers(0, 2**31 - 1)),
+        medium_warp_mm=float(rng.uniform(0.6, 1.4)),
+        fine_warp_mm=float(rng.uniform(0.3, 0.7)),
+        regional_atrophy=float(rng.uniform(0.2, 0.6)),
+        atrophy_asymmetry=float(rng.uniform(-0.3, 0.3)),
+        ventricle_asymmetry_mm=float(rng.uniform(-1.5, 1.5)),
     )
 
 
@@ -309,9 +333,9 @@ def synthesize_subject(
     affine = grid_affine(shape, voxel_size_mm)
     rng = np.random.default_rng(params.field_seed)
     coords = _template_coordinates(params, tpl, affine, shape, rng)
-    fractions, region = _class_fractions(params, tpl, coords, affine)
+    fractions, region = _class_fractions(params, tpl, coords, affine, rng)
     label = _labels(fractions, region)
-    texture = _texture(rng, shape, voxel_size_mm)
+    texture = texture_field(rng, shape, voxel_size_mm)
     image = {
         name: _contrast(fractions, profile, _MEANS[name], params.texture * texture, rng)
         for name, profile in zip(MODALITIES, params.scanner, strict=True)
@@ -352,9 +376,9 @@ def make_cohort(
 
 def write_subject(synthetic: SyntheticSubject, folder: Path, group: str) -> Subject:
     """Write one subject's label and images into ``folder`` (atomically, file by file)."""
-    _write_nifti(folder / LABEL_FILE, synthetic.label, synthetic.affine, np.uint8)
+    write_nifti(folder / LABEL_FILE, synthetic.label, synthetic.affine, np.uint8, _NOTICE)
     for name, array in synthetic.image.items():
-        _write_nifti(folder / MODALITY_FILES[name], array, synthetic.affine, np.int16)
+        write_nifti(folder / MODALITY_FILES[name], array, synthetic.affine, np.int16, _NOTICE)
     return Subject(
         subject_id=synthetic.subject_id,
         group=group,
@@ -523,7 +547,8 @@ def _template_coordinates(
     """(3, X, Y, Z) float32 template voxel coordinates of every grid voxel.
 
     Grid mm g and MNI mm m relate by g = scale * R (m - c) + t; a smooth random displacement
-    (``warp_mm``) is added in template space.
+    at three scales (``WARP_SCALES``: ``warp_mm``, ``medium_warp_mm``, ``fine_warp_mm``) is
+    added in template space.
     """
     to_template = _grid_to_template(params, tpl, affine)
     axes = [np.arange(n, dtype=np.float32) for n in shape]
@@ -537,7 +562,11 @@ def _template_coordinates(
             + m[2] * axes[2][None, None, :]
             + m[3]
         )
-        coords[d] += _smooth_field(rng, shape, (5, 5, 4)) * (params.warp_mm / voxel_mm[d])
+        coords[d] += smooth_field(rng, shape, WARP_SCALES[0]) * (params.warp_mm / voxel_mm[d])
+    finer = ((WARP_SCALES[1], params.medium_warp_mm), (WARP_SCALES[2], params.fine_warp_mm))
+    for control, amplitude_mm in finer:
+        for d in range(3):
+            coords[d] += smooth_field(rng, shape, control) * (amplitude_mm / voxel_mm[d])
     return coords
 
 
@@ -598,7 +627,11 @@ def _blob_field(
 
 
 def _class_fractions(
-    params: SubjectParams, tpl: _Template, coords: np.ndarray, affine: np.ndarray
+    params: SubjectParams,
+    tpl: _Template,
+    coords: np.ndarray,
+    affine: np.ndarray,
+    rng: np.random.Generator,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per-class volume fractions (each (X, Y, Z) float32, summing to <= 1) and region codes."""
     dist = _sample(tpl.tissue_distance, coords, 1, 1000.0)
@@ -609,14 +642,22 @@ def _class_fractions(
     def shell(width_mm: float) -> np.ndarray:  # soft inside-of-surface at d = width
         return np.clip(width_mm + 0.5 - dist, 0.0, 1.0)
 
-    tissue = gm + wm
-    loss = params.tissue_loss  # atrophy: raise the partial-volume threshold at tissue edges
+    # +1 in the left hemisphere (MNI x < 0), -1 in the right, smooth across the midline
+    x_mm = coords[0] * float(tpl.affine[0, 0]) + float(tpl.affine[0, 3])  # float32 throughout
+    left = -np.tanh(x_mm / MIDLINE_SOFTNESS_MM)
+    regional = smooth_field(rng, coords.shape[1:], REGIONAL_ATROPHY_CONTROL)
+    loss = params.tissue_loss * np.clip(1.0 + params.regional_atrophy * regional, 0.2, 2.0)
+    loss = np.clip(loss * (1.0 + 0.5 * params.atrophy_asymmetry * left), 0.0, 0.45)
+    tissue = gm + wm  # atrophy: raise the partial-volume threshold at tissue edges
     keep = np.clip((tissue - loss) / (1.0 - loss), 0.0, 1.0) / np.maximum(tissue, 1e-6)
     intracranial = shell(params.csf_shell_mm)
     gm = np.minimum(gm * keep, intracranial)
     wm = np.minimum(wm * keep, intracranial - gm)
     vent_dist = _sample(tpl.ventricle_distance, coords, 1, 1000.0)
-    vent = np.clip(params.ventricle_dilation_mm + 0.5 - vent_dist, 0.0, 1.0)
+    growth = np.maximum(
+        params.ventricle_dilation_mm + 0.5 * params.ventricle_asymmetry_mm * left, 0
+    )
+    vent = np.clip(growth + 0.5 - vent_dist, 0.0, 1.0)
     gm *= 1.0 - vent
     wm *= 1.0 - vent
     rest = np.maximum(intracranial - gm - wm, 0.0)
@@ -675,44 +716,13 @@ def _contrast(
         image += fractions[name] * np.float32(mean[name])
     image *= 1.0 + texture
     image = ndimage.gaussian_filter(image, sigma=(0.45, 0.45, 0.0), truncate=3.0)  # in-plane PSF
-    image *= np.exp(profile.bias_strength * _smooth_field(rng, image.shape, (3, 3, 3)))
+    image *= np.exp(profile.bias_strength * smooth_field(rng, image.shape, (3, 3, 3)))
     reference = 1000.0 * profile.gain
     image *= np.float32(reference / max(mean["gm"], mean["wm"]))
     sigma = np.float32(profile.noise * reference)
     real = image + sigma * rng.standard_normal(image.shape, dtype=np.float32)
     imaginary = sigma * rng.standard_normal(image.shape, dtype=np.float32)
     return np.round(np.sqrt(real * real + imaginary * imaginary)).astype(np.float32)
-
-
-def _texture(
-    rng: np.random.Generator,
-    shape: tuple[int, int, int],
-    voxel_size_mm: tuple[float, float, float],
-) -> np.ndarray:
-    """(X, Y, Z) float32 zero-mean unit-std texture, correlated over about 1.5 mm."""
-    from scipy import ndimage
-
-    noise = rng.standard_normal(shape, dtype=np.float32)
-    sigma = tuple(min(1.5 / v, 3.0) for v in voxel_size_mm)
-    field = ndimage.gaussian_filter(noise, sigma=sigma, truncate=2.5)
-    return field / np.float32(field.std() + 1e-12)
-
-
-def _smooth_field(
-    rng: np.random.Generator, shape: tuple[int, ...], n_control: tuple[int, int, int]
-) -> np.ndarray:
-    """(X, Y, Z) float32 smooth zero-mean unit-std field from Gaussian bumps on a coarse grid."""
-    coarse = rng.standard_normal(n_control)
-    bases = []
-    for n, m in zip(shape, n_control, strict=True):
-        centres = np.linspace(0.0, n - 1.0, m)
-        width = (n - 1.0) / max(m - 1, 1)
-        bases.append(np.exp(-(((np.arange(n)[:, None] - centres[None, :]) / width) ** 2)))
-    field = np.tensordot(bases[0], coarse, axes=(1, 0))  # (X, m1, m2)
-    field = np.tensordot(field, bases[1], axes=(1, 1))  # (X, m2, Y)
-    field = np.tensordot(field, bases[2], axes=(1, 1))  # (X, Y, Z)
-    field -= field.mean()
-    return (field / (field.std() + 1e-12)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- validation, I/O
@@ -786,22 +796,3 @@ def _check_out_dir(out_dir: Path, plan: list[tuple[str, str]], overwrite: bool) 
             f"{', '.join(f'{g}/{s}' for g, s in stale)}.",
             hint="Delete them yourself or choose an empty folder; they are never deleted here.",
         )
-
-
-def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray, dtype: type) -> None:
-    """Write an (X, Y, Z) array as .nii.gz (qform = sform = affine, mm), atomically."""
-    import nibabel as nib
-
-    data = np.asarray(array)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        data = np.clip(np.round(data), info.min, info.max)
-    image = nib.Nifti1Image(data.astype(dtype), affine)
-    image.header.set_qform(affine, code=1)
-    image.header.set_sform(affine, code=1)
-    image.header.set_xyzt_units("mm")
-    image.header["descrip"] = _NOTICE
-    payload = gzip.compress(image.to_bytes(), compresslevel=_GZIP_LEVEL, mtime=0)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(payload)
-        tmp.chmod(0o644)  # data files, readable like any nib.save output

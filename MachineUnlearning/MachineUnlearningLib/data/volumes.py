@@ -7,6 +7,7 @@ so that axis 0 is the slice axis. Affines stay nibabel's (RAS, mm) and always be
 
 from __future__ import annotations
 
+import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.runtime.files import atomic_path
 
 AFFINE_TOLERANCE_MM = 1e-3
+GZIP_LEVEL = 4
+"""gzip level of written cohorts: near level 9's size at a fraction of its time."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,33 @@ def write_label_map(path: Path | str, labels_dhw: np.ndarray, affine: np.ndarray
     image.header.set_data_dtype(np.uint8)
     with atomic_path(path) as tmp:
         _save_nifti(nib, image, tmp)
+    return Path(path)
+
+
+def write_nifti(
+    path: Path | str, array_xyz: np.ndarray, affine: np.ndarray, dtype: type, description: str
+) -> Path:
+    """Write an (X, Y, Z) array as .nii.gz (qform = sform = affine, mm), atomically.
+
+    Integer dtypes are rounded and clipped to their range. The gzip stream carries no time
+    stamp, so the same array gives the same bytes (bit-identical cohorts for a seed).
+    ``description`` (at most 80 characters) goes into the header's ``descrip``.
+    """
+    import nibabel as nib
+
+    data = np.asarray(array_xyz)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        data = np.clip(np.round(data), info.min, info.max)
+    image = nib.Nifti1Image(data.astype(dtype), affine)
+    image.header.set_qform(affine, code=1)
+    image.header.set_sform(affine, code=1)
+    image.header.set_xyzt_units("mm")
+    image.header["descrip"] = description
+    payload = gzip.compress(image.to_bytes(), compresslevel=GZIP_LEVEL, mtime=0)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
+        tmp.chmod(0o644)  # data files, readable like any nib.save output
     return Path(path)
 
 

@@ -1,5 +1,6 @@
-"""The MedicalNet 3D ResNet segmentation network and its checkpoint files."""
+"""Networks the engine can unlearn: architecture adapters, MedicalNet, checkpoints, bundles."""
 
+from MachineUnlearningLib.model.adapters import ADAPTERS, ModelSpec, get_adapter, in_scope
 from MachineUnlearningLib.model.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_FORMAT_VERSION,
@@ -8,6 +9,7 @@ from MachineUnlearningLib.model.checkpoint import (
     LoadReport,
     load_checkpoint,
     load_pretrained_backbone,
+    medicalnet_spec,
     save_checkpoint,
 )
 from MachineUnlearningLib.model.resnet import (
@@ -24,6 +26,7 @@ from MachineUnlearningLib.model.resnet import (
 )
 
 __all__ = [
+    "ADAPTERS",
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_FORMAT_VERSION",
     "DECODER_PARAMETER_PREFIXES",
@@ -35,10 +38,14 @@ __all__ = [
     "LoadedModel",
     "MedicalNetSegmentation",
     "ModelConfig",
+    "ModelSpec",
     "default_shortcut",
+    "get_adapter",
+    "in_scope",
     "is_decoder_key",
     "load_checkpoint",
     "load_pretrained_backbone",
+    "medicalnet_spec",
     "output_size",
     "reinitialise_",
     "save_checkpoint",

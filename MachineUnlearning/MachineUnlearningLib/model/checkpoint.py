@@ -6,11 +6,16 @@ splitting them would scatter the rules of what counts as "the same model".
 
 Layouts read (always ``torch.load(weights_only=True)``, never arbitrary unpickling):
 
-* project: ``{"format": "machine-unlearning-checkpoint", "format_version": 1, "model_config",
-  "state_dict", "metadata", "software"}`` written by :func:`save_checkpoint`;
+* project, version 2: ``{"format": "machine-unlearning-checkpoint", "format_version": 2,
+  "adapter", "model_config", "state_dict", "metadata", "software"}`` written by
+  :func:`save_checkpoint`: ``adapter`` names the architecture adapter (``model/adapters``) and
+  ``model_config`` holds its constructor arguments (plain JSON types);
+* project, version 1 (before architecture adapters): the same without ``adapter``; always a
+  MedicalNet ResNet;
 * MedicalNet fine-tuned (train.py): ``{"ecpoch" | "epoch", "batch_id", "state_dict",
   "optimizer" | "optimeizer"}`` with ``module.``-prefixed keys including ``conv_seg.*``;
 * MedicalNet pretrained: ``{"state_dict": {"module.conv1.weight": ...}}``, backbone only;
+* MONAI's ``CheckpointSaver`` layout ``{"model": state dict, ...}`` (bundle weights only);
 * a bare state dict (``{name: tensor}``), with or without the ``module.`` prefix.
 
 MedicalNet's own loader keeps only keys already in the model and so can load nothing without
@@ -31,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from MachineUnlearningLib.model.adapters import DEFAULT_ADAPTER, ModelSpec, in_scope
 from MachineUnlearningLib.model.resnet import (
     BLOCKS_PER_STAGE,
     BOTTLENECK_DEPTHS,
@@ -41,7 +47,8 @@ from MachineUnlearningLib.model.resnet import (
 from MachineUnlearningLib.runtime.errors import InvalidInputError
 
 CHECKPOINT_FORMAT = "machine-unlearning-checkpoint"
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 MAX_LISTED_KEYS = 20
 _DATA_PARALLEL_PREFIX = "module."
 # BatchNorm step counters: absent from state dicts written before PyTorch 0.4.1 and unused by
@@ -56,7 +63,8 @@ class LoadReport:
 
     Attributes:
         source: file name.
-        layout: "project", "medicalnet" (``state_dict`` wrapper) or "state-dict" (bare).
+        layout: "project", "medicalnet" (``state_dict`` wrapper), "monai" (``model``
+            wrapper) or "state-dict" (bare).
         backbone_matched: backbone entries loaded (name and shape equal).
         backbone_expected: backbone entries the model has (318 for MedicalNet ResNet-50 B).
         missing, unexpected: backbone keys only in the model / only in the file.
@@ -102,12 +110,21 @@ class LoadReport:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """Result of :func:`load_checkpoint`: a ready model (eval mode) and what came with it."""
+    """Result of :func:`load_checkpoint`: a ready model (eval mode) and what came with it.
 
-    model: MedicalNetSegmentation
-    config: ModelConfig
+    Attributes:
+        model: the network on the asked device, eval mode.
+        config: the MedicalNet architecture (None for other adapters; use ``spec``).
+        metadata: the checkpoint's metadata (label policy, preprocessing, history, ...).
+        report: what the load matched.
+        spec: adapter and constructor arguments, for every architecture.
+    """
+
+    model: nn.Module
+    config: ModelConfig | None
     metadata: dict
     report: LoadReport
+    spec: ModelSpec
 
 
 class CheckpointMismatchError(InvalidInputError):
@@ -125,6 +142,7 @@ class _FileContent:
     epoch: int | None = None
     model_config: dict | None = None
     metadata: dict = field(default_factory=dict)
+    adapter: str | None = None
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -133,21 +151,25 @@ class _FileContent:
 def save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,
-    config: ModelConfig,
+    config: ModelSpec | ModelConfig,
     metadata: dict,
     *,
     overwrite: bool = False,
 ) -> None:
     """Write ``model`` in the project format, atomically (temp file, fsync, rename).
 
-    ``metadata`` (label policy, modalities, preprocessing, training history, subject ids, ...)
-    may hold only str/int/float/bool/None, lists, str-keyed dicts and tensors, so that the file
-    loads with ``weights_only=True``; anything else raises TypeError naming where it is.
+    ``config``: the model's :class:`ModelSpec` (any architecture) or, for a MedicalNet ResNet,
+    its :class:`ModelConfig`. ``metadata`` (label policy, modalities, preprocessing, training
+    history, subject ids, ...) may hold only str/int/float/bool/None, lists, str-keyed dicts and
+    tensors, so that the file loads with ``weights_only=True``; anything else raises TypeError
+    naming where it is.
     An existing ``path`` is refused (InvalidInputError) unless ``overwrite=True``.
     """
     path = Path(path)
-    if getattr(model, "config", config) != config:
-        raise ValueError(f"config {config} does not describe the model ({model.config})")
+    spec = config if isinstance(config, ModelSpec) else medicalnet_spec(config)
+    if spec.adapter == DEFAULT_ADAPTER and getattr(model, "config", None) is not None:
+        if model.config.to_dict() != spec.arguments:
+            raise ValueError(f"config {config} does not describe the model ({model.config})")
     _check_plain(metadata, "metadata")
     if path.exists() and not overwrite:
         raise InvalidInputError(
@@ -165,15 +187,30 @@ def save_checkpoint(
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_FORMAT_VERSION,
-        "model_config": config.to_dict(),
+        "adapter": spec.adapter,
+        "model_config": dict(spec.arguments),
         "state_dict": state,
         "metadata": metadata,
         "software": {
             "torch": str(torch.__version__),  # TorchVersion would need unpickling
+            "monai": _monai_version(),
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     }
     _atomic_save(payload, path)
+
+
+def medicalnet_spec(config: ModelConfig) -> ModelSpec:
+    """The adapter spec of a MedicalNet ResNet."""
+    return ModelSpec(DEFAULT_ADAPTER, config.to_dict())
+
+
+def _monai_version() -> str | None:
+    try:
+        import monai
+    except ImportError:  # pragma: no cover - monai is a dependency
+        return None
+    return str(monai.__version__)
 
 
 def _atomic_save(payload: dict, path: Path) -> None:
@@ -220,7 +257,8 @@ def _check_plain(value: object, where: str) -> None:
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a complete model (backbone and head) from any accepted layout.
 
-    The architecture comes from ``model_config`` in project files and is inferred from key names
+    The architecture comes from ``adapter`` and ``model_config`` in project files (version 1
+    files are MedicalNet ResNets) and, for MedicalNet files, is inferred from key names
     and shapes otherwise (depth from blocks per stage, shortcut from ``downsample`` keys, widths
     and channels from ``conv1``, classes from ``conv_seg.6.weight``). Every entry must match.
     Returns the model on ``device`` in eval mode. A backbone-only (pretrained) file raises
@@ -228,6 +266,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     """
     path = Path(path)
     content = _read(path)
+    if content.adapter not in (None, DEFAULT_ADAPTER):
+        return _load_adapted(path, content, device)
     state = content.state_dict
     guess = _infer(state)
     if content.model_config is not None:
@@ -267,7 +307,73 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         head_loaded=True,
         head_note=f"head loaded ({config.num_classes} classes)",
     )
-    return LoadedModel(model=model, config=config, metadata=content.metadata, report=report)
+    return LoadedModel(
+        model=model,
+        config=config,
+        metadata=content.metadata,
+        report=report,
+        spec=medicalnet_spec(config),
+    )
+
+
+def _load_adapted(path: Path, content: _FileContent, device) -> LoadedModel:
+    """A project checkpoint of a non-MedicalNet adapter: build it, every entry must fit."""
+    try:
+        spec = ModelSpec.create(content.adapter, content.model_config or {}, "model_config")
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{path}: {exc.message}", hint="The file is damaged.") from None
+    model = spec.build()
+    fitted = fit_state_dict(model, content.state_dict, str(path), spec.describe())
+    model.load_state_dict(fitted, strict=True)
+    model.to(device).eval()
+    encoder = [k for k in fitted if in_scope(k, spec.encoder_prefixes)]
+    report = LoadReport(
+        source=path.name,
+        layout=content.layout,
+        backbone_matched=len(encoder),
+        backbone_expected=len(encoder),
+        inferred=spec.describe(),
+        head_loaded=True,
+        head_note=f"head loaded ({spec.num_classes} classes)",
+    )
+    return LoadedModel(model, None, content.metadata, report, spec)
+
+
+def fit_state_dict(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, described: str
+) -> dict[str, torch.Tensor]:
+    """``state`` checked against ``model``: every entry by name and shape, nothing extra.
+
+    Returns the state to load (absent BatchNorm step counters set to 0). Raises
+    InvalidInputError naming ``source``, listing the missing, unexpected and shape-mismatched
+    keys.
+    """
+    expected = model.state_dict()
+    diff = _compare(state, expected)
+    if diff.missing or diff.unexpected or diff.mismatched:
+        parts = [
+            f"{source}: the weights do not fit the network {described}: "
+            f"{len(diff.missing)} missing, {len(diff.unexpected)} unexpected and "
+            f"{len(diff.mismatched)} shape-mismatched entries."
+        ]
+        if diff.missing:
+            parts.append(f"Missing: {_list_keys(diff.missing)}.")
+        if diff.unexpected:
+            parts.append(f"Unexpected: {_list_keys(diff.unexpected)}.")
+        if diff.mismatched:
+            shown = [f"{k} file {list(a)} vs model {list(b)}" for k, a, b in diff.mismatched]
+            parts.append(f"Shape mismatch: {_list_keys(shown)}.")
+        raise InvalidInputError(
+            " ".join(parts),
+            hint="Use the weights that were trained with this network definition.",
+        )
+    return {**diff.matched, **{k: torch.zeros_like(expected[k]) for k in diff.defaulted}}
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict of any accepted layout (``weights_only=True``) and the layout's name."""
+    content = _read(Path(path))
+    return content.state_dict, content.layout
 
 
 def _project_config(path: Path, data: object) -> ModelConfig:
@@ -401,13 +507,14 @@ def _unwrap(path: Path, obj: object) -> _FileContent:
         )
     if obj.get("format") == CHECKPOINT_FORMAT:
         version = obj.get("format_version")
-        if version != CHECKPOINT_FORMAT_VERSION:
+        if version not in READABLE_FORMAT_VERSIONS:
             raise InvalidInputError(
                 f"{path}: checkpoint format_version {version!r} is not supported "
-                f"(this version reads {CHECKPOINT_FORMAT_VERSION}).",
+                f"(this version reads {', '.join(map(str, READABLE_FORMAT_VERSIONS))}).",
                 hint="Update the MachineUnlearning extension.",
             )
-        missing = [k for k in ("model_config", "state_dict", "metadata") if k not in obj]
+        needed = ("model_config", "state_dict", "metadata") + (("adapter",) if version > 1 else ())
+        missing = [k for k in needed if k not in obj]
         if missing:
             raise InvalidInputError(f"{path}: checkpoint lacks {missing}.", hint="Damaged file.")
         return _FileContent(
@@ -415,6 +522,7 @@ def _unwrap(path: Path, obj: object) -> _FileContent:
             layout="project",
             model_config=obj["model_config"],
             metadata=obj["metadata"],
+            adapter=obj.get("adapter", DEFAULT_ADAPTER),
         )
     if isinstance(obj.get("state_dict"), dict):
         epoch = obj.get("ecpoch", obj.get("epoch"))
@@ -425,6 +533,8 @@ def _unwrap(path: Path, obj: object) -> _FileContent:
             epoch=epoch if isinstance(epoch, int) else None,
             metadata=metadata,
         )
+    if isinstance(obj.get("model"), dict) and obj["model"]:  # MONAI CheckpointSaver
+        return _FileContent(state_dict=_strip_prefix(obj["model"], path), layout="monai")
     if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         return _FileContent(state_dict=_strip_prefix(obj, path), layout="state-dict")
     raise InvalidInputError(

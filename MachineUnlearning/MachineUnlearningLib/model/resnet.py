@@ -19,6 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from MachineUnlearningLib.model.adapters.medicalnet import DECODER as MEDICALNET_DECODER
+from MachineUnlearningLib.model.adapters.medicalnet import ENCODER as MEDICALNET_ENCODER
+
 VALID_DEPTHS = (10, 18, 34, 50, 101, 152, 200)
 SHORTCUT_TYPES = ("A", "B")
 
@@ -39,8 +42,9 @@ STAGE_STRIDES = (1, 2, 1, 1)
 STAGE_DILATIONS = (1, 1, 2, 4)
 STAGE_WIDTH_MULTIPLIERS = (1, 2, 4, 8)
 
-ENCODER_PARAMETER_PREFIXES = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
-DECODER_PARAMETER_PREFIXES = ("conv_seg",)
+# The encoder / decoder split is the adapter's (model/adapters/medicalnet.py); named here too.
+ENCODER_PARAMETER_PREFIXES = MEDICALNET_ENCODER
+DECODER_PARAMETER_PREFIXES = MEDICALNET_DECODER
 
 
 def default_shortcut(depth: int) -> str:

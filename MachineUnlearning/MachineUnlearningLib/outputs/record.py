@@ -3,7 +3,8 @@
 A record (JSON, ``record_version`` 1) says who asked (free text given by the user), which
 subjects were to be forgotten, which files went in and which model came out (SHA-256 of each),
 how (strategy and parameters, software versions), with what effect (set-level metrics and the
-membership audit), what kind of guarantee that is, and what the record does not prove.
+membership audit), what kind of guarantee that is, and what the record does not prove. A run
+that read or wrote a MONAI bundle also names the bundle(s) and hashes every file in them.
 
 Privacy: nothing is ever read from image files except their bytes for hashing; header fields
 (e.g. NIfTI ``descrip``, ``db_name``) that may hold a patient name never enter the record.
@@ -11,7 +12,6 @@ Privacy: nothing is ever read from image files except their bytes for hashing; h
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import math
@@ -28,6 +28,7 @@ from typing import Any
 
 from MachineUnlearningLib import __version__
 from MachineUnlearningLib.runtime.errors import InvalidInputError
+from MachineUnlearningLib.runtime.files import folder_hashes, sha256_file
 from MachineUnlearningLib.runtime.options import look_up_option
 
 RECORD_VERSION = 1
@@ -56,16 +57,6 @@ NOT_PROVEN: tuple[str, ...] = (
     "unaltered (file it where it cannot be edited, or hash it in turn).",
 )
 SOFTWARE_PACKAGES: tuple[str, ...] = ("torch", "monai", "numpy", "nibabel")
-_HASH_CHUNK = 1 << 20
-
-
-def sha256_file(path: Path | str, chunk: int = _HASH_CHUNK) -> str:
-    """Hex SHA-256 of a file's bytes, read ``chunk`` bytes at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_deletion_record(
@@ -86,6 +77,7 @@ def build_deletion_record(
     started_at: datetime | str,
     finished_at: datetime | str,
     notes: str = "",
+    bundles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Build the record (a JSON-ready dict); every listed file is hashed now.
 
@@ -103,6 +95,9 @@ def build_deletion_record(
         started_at, finished_at: datetimes (naive ones are taken as local time and converted
             to UTC) or ISO 8601 strings, stored as given.
         notes: free text.
+        bundles: for a run that read / wrote MONAI bundles, ``{"input": {...}, "output":
+            {...}}``, each with at least ``name``, ``version`` and ``root`` (the folder);
+            every file under each ``root`` is hashed now (``files``).
 
     Raises InvalidInputError for a missing file, a cohort file outside ``cohort_root`` or an
     unknown guarantee. Non-finite numbers become null.
@@ -125,6 +120,11 @@ def build_deletion_record(
             "output": _file_entry(Path(output_checkpoint).resolve(), "output_checkpoint"),
         },
         "cohort": {"root": str(root), "files": _cohort_entries(cohort_files, root)},
+        **(
+            {"bundles": {which: _bundle_entry(which, entry) for which, entry in bundles.items()}}
+            if bundles
+            else {}
+        ),
         "strategy": {"name": str(strategy), "params": dict(strategy_params)},
         "software": software_versions(),
         "metrics": {"before": dict(metrics_before), "after": dict(metrics_after)},
@@ -242,6 +242,16 @@ def verify_record(path: Path | str, base_dir: Path | str | None = None) -> Verif
             ("cohort file", entry["path"], root / entry["path"], entry["sha256"])
             for entry in record["cohort"]["files"]
         ]
+        for which, bundle in (record.get("bundles") or {}).items():
+            targets += [
+                (
+                    f"{which} bundle file",
+                    f"{bundle['name']}/{entry['path']}",
+                    Path(bundle["root"]) / entry["path"],
+                    entry["sha256"],
+                )
+                for entry in bundle["files"]
+            ]
     except (KeyError, TypeError) as exc:
         raise InvalidInputError(f"record: {path} lacks a file entry field ({exc}).") from None
     checks = []
@@ -283,6 +293,12 @@ def record_to_markdown(record: Mapping[str, Any]) -> str:
     audit = record.get("audit") or {}
     files = [(f"{k} checkpoint", v) for k, v in record["checkpoints"].items()]
     files += [("cohort", f) for f in record["cohort"]["files"]]
+    bundles = record.get("bundles") or {}
+    for which, bundle in bundles.items():
+        files += [
+            (f"{which} bundle", {**f, "path": f"{bundle['root']}/{f['path']}"})
+            for f in bundle["files"]
+        ]
     lines = [
         "| field | value |",
         "|---|---|",
@@ -295,6 +311,12 @@ def record_to_markdown(record: Mapping[str, Any]) -> str:
         f"| guarantee | **{_md(record['guarantee']['kind'])}** |",
         f"| audit verdict | {_md(_audit_line(audit))} |",
     ]
+    for which, bundle in bundles.items():
+        version = f" {bundle.get('version')}" if bundle.get("version") else ""
+        lines.append(
+            f"| {which} bundle | {_md(bundle['name'])}{_md(version)} ({_md(bundle['root'])}, "
+            f"{len(bundle['files'])} files) |"
+        )
     if req.get("notes"):
         lines.append(f"| notes | {_md(req['notes'])} |")
     lines += ["", _md(record["guarantee"]["meaning"]), "", "### Files (SHA-256)", ""]
@@ -325,6 +347,13 @@ def _file_entry(path: Path, field: str) -> dict[str, Any]:
     if not path.is_file():
         raise InvalidInputError(f"{field}: {path} does not exist or is not a file.")
     return {"path": str(path), "sha256": sha256_file(path), "size_bytes": path.stat().st_size}
+
+
+def _bundle_entry(which: str, bundle: Mapping[str, Any]) -> dict[str, Any]:
+    folder = Path(bundle["root"]).resolve()
+    if not folder.is_dir():
+        raise InvalidInputError(f"bundles.{which}: {folder} is not a folder.")
+    return {**dict(bundle), "root": str(folder), "files": folder_hashes(folder)}
 
 
 def _cohort_entries(files: Sequence[Path], root: Path) -> list[dict[str, Any]]:

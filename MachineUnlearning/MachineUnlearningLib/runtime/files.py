@@ -7,6 +7,7 @@ stray ``.tmp-*`` file, never a truncated result under the final name.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -53,3 +54,28 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+_HASH_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path | str, chunk: int = _HASH_CHUNK) -> str:
+    """Hex SHA-256 of a file's bytes, read ``chunk`` bytes at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_hashes(root: Path | str) -> list[dict[str, Any]]:
+    """Every file under ``root``: path relative to it, SHA-256 and size, sorted by path."""
+    root = Path(root)
+    return [
+        {
+            "path": path.relative_to(root).as_posix(),
+            "sha256": sha256_file(path),
+            "size_bytes": path.stat().st_size,
+        }
+        for path in sorted(p for p in root.rglob("*") if p.is_file())
+    ]

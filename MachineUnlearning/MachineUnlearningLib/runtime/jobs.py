@@ -29,13 +29,14 @@ class JobSpec:
             ``audit`` (membership-inference audit of a model).
         cohort: root folder of an MRBrainS18-layout cohort (``training/`` and ``held-out/``).
         output: folder the run writes into (created; must not hold another run's results).
-        checkpoint: input model (required for evaluate/unlearn; a MedicalNet pretrained
-            backbone for train/retrain, optional). Never written to.
+        checkpoint: input model (evaluate/unlearn/audit need it or ``bundle``; a MedicalNet
+            pretrained backbone for train/retrain, optional). Never written to.
         forget_ids: subject ids to forget (strings, e.g. "070").
         retain_ids: retain subject ids; None = every training subject not forgotten.
         held_out_ids: held-out ids; None = every subject under ``held-out/``.
         strategy: unlearning preset name (``machine-unlearning strategies`` lists them).
-        fix_decoder: freeze the decoder (``conv_seg``) and its BatchNorm statistics.
+        fix_decoder: freeze the decoder (the architecture adapter's decoder scope; MedicalNet's
+            ``conv_seg``) and its BatchNorm statistics.
         strategy_params: the preset's own parameters, overriding its defaults.
         epochs: training / unlearning epochs; None = the command's default.
         eval_epochs: epochs after which the model is evaluated; None = command default.
@@ -54,6 +55,10 @@ class JobSpec:
             lets unlearning give up (0.05 = stop only while retain Dice keeps >= 95 %).
         reference: unlearn only: compare with the retrain-from-scratch reference, ``auto``
             (retrain with the original's recipe and seed, cached) or a checkpoint path.
+        bundle: a MONAI bundle folder as the model (instead of ``checkpoint``): its network,
+            weights, labels and preprocessing (``model/bundle.py``); ``train`` fine-tunes it,
+            ``retrain`` starts its network afresh. Never written to; unlearned and trained
+            models are written back as a bundle under ``<output>/bundle``.
     """
 
     command: str
@@ -77,6 +82,7 @@ class JobSpec:
     stop_when_indistinguishable: bool = False
     stop_retain_tolerance: float = 0.05
     reference: str | None = None
+    bundle: str | None = None
 
     def __post_init__(self) -> None:
         self.command = look_up_option(self.command, COMMANDS, "command")
@@ -88,10 +94,22 @@ class JobSpec:
                 "forget_ids: an unlearn job needs at least one subject to forget.",
                 hint="Pass --forget 070 (several: --forget 070 148).",
             )
-        if self.command in ("evaluate", "unlearn", "audit") and not self.checkpoint:
+        if self.bundle is not None and (not isinstance(self.bundle, str) or not self.bundle):
+            raise InvalidInputError(
+                f"bundle: must be the path of a MONAI bundle folder, got {self.bundle!r}."
+            )
+        if self.bundle and self.checkpoint:
+            raise InvalidInputError(
+                "bundle: give either a checkpoint or a bundle, not both.",
+                hint="--bundle DIR replaces --checkpoint FILE (the bundle holds the weights).",
+            )
+        if self.command in ("evaluate", "unlearn", "audit") and not (
+            self.checkpoint or self.bundle
+        ):
             raise InvalidInputError(
                 f"checkpoint: a {self.command} job needs the trained model to start from.",
-                hint="Pass --checkpoint model.pt (train one with 'machine-unlearning train').",
+                hint="Pass --checkpoint model.pt (train one with 'machine-unlearning train') "
+                "or --bundle DIR (a MONAI bundle).",
             )
         overlap = set(self.forget_ids) & set(self.retain_ids or [])
         if overlap:

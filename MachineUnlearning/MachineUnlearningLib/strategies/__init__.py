@@ -43,7 +43,7 @@ def describe_strategies() -> str:
         if own or changed:
             lines.append(f"{'':16s}   parameters: {', '.join(x for x in (own, changed) if x)}")
     lines.append("")
-    lines.append("--fix-decoder    freeze the decoder (conv_seg) with any preset")
+    lines.append("--fix-decoder    freeze the decoder (the adapter's; MedicalNet: conv_seg)")
     lines.append(
         "common parameters (--param KEY=VALUE): "
         + ", ".join(f"{p.name}={p.default}" for p in COMMON_PARAMETERS)

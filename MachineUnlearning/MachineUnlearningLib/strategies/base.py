@@ -4,8 +4,8 @@ Mechanics (each in its own module):
 - ``targets.py``: what a forget subject is trained toward (true labels with the loss
   maximised, uniform random voxel labels, wrong-class labels, another subject's labels);
 - ``plan.py``: which subjects an epoch visits and with what loss weight (retain replay or not);
-- ``surgery.py``: parameter surgery before training (re-initialise the encoder, freeze the
-  decoder);
+- ``surgery.py``: parameter surgery before training (re-initialise the encoder; the encoder
+  and decoder are the architecture adapter's scopes, ``model/adapters``);
 - ``dampening.py``: selective synaptic dampening (SSD), parameter surgery without training;
 - ``saliency.py``: a weight-saliency mask; weights outside it are kept at their original values;
 - ``teachers.py``: frozen reference models for KL-to-teacher losses;
@@ -98,7 +98,8 @@ class Strategy:
             model's prediction), ``random-teacher`` (pulled toward a random model's); without
             training ``importance`` (only their gradients are used).
         replay_retain: retain subjects stay in the loop with their true labels.
-        reinit_encoder: re-initialise the encoder (MedicalNet init) before training.
+        reinit_encoder: re-initialise the encoder (the adapter's scope, its family's
+            initialisation) before training.
         definition: the exact definition (markdown) for docs/strategies.md.
         interpretation: True when the definition is our reading (of the paper's name) or our
             adaptation (of a published method), not the source's own algorithm.

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from MachineUnlearningLib.data.samples import SampleSource
+from MachineUnlearningLib.model.adapters import in_scope
 from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.strategies.gradients import Gradients, subject_gradients
 
@@ -38,8 +39,8 @@ def dampen_(
         importance_forget: I_f, same layout.
         alpha: selection threshold (SSD's alpha), > 0.
         dampening: SSD's lambda, > 0.
-        skip_prefixes: parameters whose names start with one of these stay untouched (a frozen
-            decoder).
+        skip_prefixes: parameters under these prefixes (``model.adapters.in_scope``) stay
+            untouched (a frozen decoder).
     """
     if not alpha > 0 or not dampening > 0:
         raise InvalidInputError(
@@ -47,7 +48,7 @@ def dampen_(
         )
     dampened = entries = 0
     for name, parameter in model.named_parameters():
-        if name.startswith(tuple(skip_prefixes)):
+        if in_scope(name, skip_prefixes):
             continue
         i_d = importance_all[name].to(parameter.device)
         i_f = importance_forget[name].to(parameter.device)

@@ -182,7 +182,7 @@ LITERATURE_PRESETS: tuple[Strategy, ...] = (
         reinit_encoder=False,
         definition="Student = copy of the original model; competent teacher = the frozen "
         "original; incompetent teacher = a randomly initialised model of the same "
-        "architecture (MedicalNet initialisation, seeded by the run's seed, recorded). "
+        "architecture (its family's own initialisation, seeded by the run's seed, recorded). "
         "Minimise KL_vox(p_T || p_student) at temperature `temperature` (softmax of logits / "
         "temperature, no temperature^2 factor), with p_T from the incompetent teacher on "
         "forget subjects and from the competent teacher on retain subjects. An epoch visits "

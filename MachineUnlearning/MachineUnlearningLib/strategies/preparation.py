@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from MachineUnlearningLib.data.samples import SampleSource
-from MachineUnlearningLib.model.resnet import MedicalNetSegmentation
+from MachineUnlearningLib.model.adapters import ModelSpec
 from MachineUnlearningLib.strategies.base import Strategy
 from MachineUnlearningLib.strategies.dampening import selective_dampening
 from MachineUnlearningLib.strategies.saliency import KeepUnmasked, saliency_mask
@@ -34,8 +34,9 @@ class Prepared:
 
 def prepare(
     strategy: Strategy,
-    model: MedicalNetSegmentation,
-    original: MedicalNetSegmentation,
+    model: torch.nn.Module,
+    original: torch.nn.Module,
+    spec: ModelSpec,
     source: SampleSource,
     forget_ids: Sequence[str],
     retain_ids: Sequence[str],
@@ -44,7 +45,8 @@ def prepare(
     device: torch.device,
     frozen_prefixes: Sequence[str] = (),
 ) -> Prepared:
-    """Edit ``model`` (the student, a copy of ``original``) as ``strategy`` declares.
+    """Edit ``model`` (the student, a copy of ``original``, architecture ``spec``) as
+    ``strategy`` declares; ``frozen_prefixes`` (a frozen decoder) are left to SSD untouched.
 
     Order: the saliency mask is taken at the original weights, then encoder re-initialisation,
     then selective dampening; teachers are built from ``original`` (never modified).
@@ -59,7 +61,7 @@ def prepare(
             "entries": int(sum(m.numel() for m in mask.values())),
         }
     if strategy.reinit_encoder:
-        reinitialise_encoder(model, seed=seed)
+        reinitialise_encoder(model, spec, seed=seed)
     if strategy.surgery == "selective-dampening":
         prepared.record["dampening"] = selective_dampening(
             model,
@@ -71,7 +73,7 @@ def prepare(
             dampening=params["lambda"],
             skip_prefixes=frozen_prefixes,
         )
-    prepared.teachers = build_teachers(strategy.teachers, original, seed, device)
+    prepared.teachers = build_teachers(strategy.teachers, original, seed, device, spec)
     if "random" in strategy.teachers:
         prepared.record["random_teacher_seed"] = seed
     return prepared

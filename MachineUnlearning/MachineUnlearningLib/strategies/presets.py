@@ -67,9 +67,10 @@ PAPER_PRESETS: tuple[Strategy, ...] = (
         forget_target="none",
         replay_retain=True,
         reinit_encoder=True,
-        definition="Re-draw every encoder weight (conv1, bn1, layer1-4) with MedicalNet's "
-        "initialisation (seeded), keep the conv_seg decoder from the original model, and "
-        "minimise cross-entropy on the retain subjects; encoder and decoder train.",
+        definition="Re-draw every encoder weight (the architecture adapter's encoder scope; "
+        "MedicalNet: conv1, bn1, layer1-4) with the family's own initialisation (seeded), "
+        "keep the decoder (MedicalNet: conv_seg) from the original model, and minimise "
+        "cross-entropy on the retain subjects; encoder and decoder train.",
         interpretation=True,
         source="arXiv 2606.16180 (name only)",
         parameters=WEIGHTS[1:],
@@ -106,7 +107,8 @@ PAPER_PRESETS: tuple[Strategy, ...] = (
 )
 
 FIX_DECODER_DEFINITION = (
-    "Modifier usable with any preset (--fix-decoder): the conv_seg decoder is frozen "
+    "Modifier usable with any preset (--fix-decoder): the decoder (the architecture "
+    "adapter's decoder scope, docs/bring-your-own-model.md; MedicalNet: conv_seg) is frozen "
     "(requires_grad=False) and its BatchNorm layers stay in eval mode so their running "
     "statistics do not move; only the encoder trains under the preset's objective. Which "
     "pairing the paper used is not available (our interpretation; default pairing in the "

@@ -1,20 +1,22 @@
-"""Mechanic: parameter surgery before unlearning."""
+"""Mechanic: parameter surgery before unlearning (re-initialise the encoder).
+
+Which parameters are the encoder is the architecture adapter's statement
+(``ModelSpec.encoder_prefixes``, ``model/adapters``); the draw is the family's own
+initialisation (MedicalNet's Kaiming scheme for the ResNet, MONAI's constructors for MONAI
+networks), seeded.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from MachineUnlearningLib.model.resnet import MedicalNetSegmentation, reinitialise_
-
-DECODER_PREFIXES: tuple[str, ...] = MedicalNetSegmentation.decoder_parameter_prefixes
+from MachineUnlearningLib.model.adapters import ModelSpec
 
 
-def reinitialise_encoder(model: MedicalNetSegmentation, seed: int) -> None:
-    """Re-draw every encoder weight with MedicalNet's initialisation (BN stats reset too).
+def reinitialise_encoder(model: torch.nn.Module, spec: ModelSpec, seed: int) -> None:
+    """Re-draw every encoder parameter and buffer of ``model`` (BN statistics reset too).
 
-    The draw uses its own generator seeded by ``seed`` (recorded in the run's outputs), so the
-    same seed gives the same encoder.
+    The draw uses its own RNG seeded by ``seed`` (recorded in the run's outputs), so the same
+    seed gives the same encoder; the decoder is left bit-identical.
     """
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.encoder_modules().values():
-        reinitialise_(module, generator=generator)
+    spec.reinitialise(model, spec.encoder_prefixes, seed)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from MachineUnlearningLib.data.samples import SampleSource
+from MachineUnlearningLib.model.adapters import in_scope
 from MachineUnlearningLib.runtime.device import translate_out_of_memory
 from MachineUnlearningLib.runtime.errors import (
     CancelledError,
@@ -52,6 +53,7 @@ LOSSES = ("ce", "dice-ce")
 SCHEDULES = ("constant", "exponential")
 BATCHNORM_MODES = ("train", "frozen")
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+MEDICALNET_HEAD = ("conv_seg",)  # the default head group (the caller passes its adapter's)
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ class TrainingConfig:
         epochs: passes over the plan.
         optimizer: ``sgd`` (MedicalNet: momentum 0.9, weight decay 1e-3) or ``adam``.
         learning_rate: base learning rate (MedicalNet: 1e-3).
-        head_lr_multiplier: learning-rate factor for ``conv_seg`` parameters (MedicalNet: 100).
+        head_lr_multiplier: learning-rate factor of the head group (the adapter's decoder;
+            MedicalNet's ``conv_seg``: 100).
         momentum: SGD momentum.
         weight_decay: L2 weight decay.
         schedule: ``constant`` or ``exponential`` (MedicalNet: gamma 0.99 per epoch).
@@ -141,12 +144,15 @@ def true_targets(step: Step, target: torch.Tensor, rng, generator) -> torch.Tens
     return target
 
 
-def build_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
-    """Two parameter groups: the ``conv_seg`` head at lr x head_lr_multiplier, the rest at lr."""
+def build_optimizer(
+    model: torch.nn.Module, config: TrainingConfig, head_prefixes: Sequence[str] = MEDICALNET_HEAD
+) -> torch.optim.Optimizer:
+    """Two parameter groups: the head (``head_prefixes``, the adapter's decoder; MedicalNet's
+    ``conv_seg``) at lr x head_lr_multiplier, the rest at lr."""
     head, body = [], []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            (head if name.startswith("conv_seg") else body).append(parameter)
+            (head if in_scope(name, head_prefixes) else body).append(parameter)
     groups = [
         {"params": body, "lr": config.learning_rate},
         {"params": head, "lr": config.learning_rate * config.head_lr_multiplier},
@@ -203,15 +209,17 @@ def train(
     phase: str = "train",
     teachers: Mapping[str, torch.nn.Module] | None = None,
     after_step: StepHook | None = None,
+    head_prefixes: Sequence[str] = MEDICALNET_HEAD,
 ) -> TrainingHistory:
     """Run the loop; returns the history. ``on_epoch_end(epoch)`` returning True stops early.
 
-    Frozen parameters (names starting with one of ``frozen_prefixes``) get
+    Frozen parameters (names under ``frozen_prefixes``, ``model.adapters.in_scope``) get
     ``requires_grad=False`` and their BatchNorm layers stay in eval mode, so their running
     statistics do not move either. ``teachers`` (name -> model, for steps with a ``kl`` loss)
     are moved to ``device``, put in eval mode and only run under ``no_grad`` on the step's
     input, so neither their weights nor their BatchNorm statistics change. ``after_step(model)``
-    is called after every optimiser step.
+    is called after every optimiser step. ``head_prefixes`` is the group trained at
+    ``head_lr_multiplier`` x the learning rate.
 
     In a torchrun run (``distributed.current().active``) every rank calls this with the same
     arguments; ``on_epoch_end`` runs on rank 0 only and its answer is broadcast, and the
@@ -226,11 +234,11 @@ def train(
     model = distributed.use_sync_batchnorm(model, device)
     frozen_modules = _freeze(model, frozen_prefixes)
     if config.batchnorm == "frozen":
-        frozen_modules = _batchnorm_modules(model, prefixes=("",))
+        frozen_modules = _batchnorm_modules(model, prefixes=None)
     teachers = dict(teachers or {})
     for teacher in teachers.values():
         teacher.to(device).eval()
-    optimizer = build_optimizer(model, config)
+    optimizer = build_optimizer(model, config, head_prefixes)
     network = group.wrap(model, device)
     scheduler = (
         torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.gamma)
@@ -398,14 +406,18 @@ def _freeze(model: torch.nn.Module, prefixes: Sequence[str]) -> list[torch.nn.Mo
         return []
     prefixes = tuple(prefixes)
     for name, parameter in model.named_parameters():
-        if name.startswith(prefixes):
+        if in_scope(name, prefixes):
             parameter.requires_grad_(False)
     return _batchnorm_modules(model, prefixes)
 
 
-def _batchnorm_modules(model: torch.nn.Module, prefixes: tuple[str, ...]) -> list[torch.nn.Module]:
+def _batchnorm_modules(
+    model: torch.nn.Module, prefixes: tuple[str, ...] | None
+) -> list[torch.nn.Module]:
+    """BatchNorm modules under ``prefixes`` (None = every one)."""
     return [
         module
         for name, module in model.named_modules()
-        if name.startswith(prefixes) and isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+        if (prefixes is None or in_scope(name, prefixes))
+        and isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
     ]

@@ -2,7 +2,9 @@
 
 A recipe is data. ``cpu-demo`` is sized to train on two CPU cores in minutes; ``medicalnet``
 is MedicalNet's own MRBrainS18 set-up (ResNet-50, 56 x 448 x 448, SGD with the head at
-lr x 100), meant for a GPU. Any field can be overridden by name (JobSpec ``config`` or CLI flags).
+lr x 100), meant for a GPU. Any field can be overridden by name (JobSpec ``config`` or CLI flags);
+``architecture`` and ``network.<argument>`` choose another network (``model/adapters``), whose
+adapter's default preprocessing then applies unless overridden too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 from MachineUnlearningLib.data.cohort import DEFAULT_MODALITIES, MODALITY_FILES
 from MachineUnlearningLib.data.labels import LABEL_POLICIES
 from MachineUnlearningLib.data.preprocessing import Preprocessing
+from MachineUnlearningLib.model.adapters import ModelSpec, get_adapter
+from MachineUnlearningLib.model.adapters.overrides import is_model_key, resolve_model
 from MachineUnlearningLib.model.resnet import ModelConfig, default_shortcut
 from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.runtime.options import look_up_option
@@ -28,7 +32,8 @@ class Recipe:
         name: recipe name.
         label_policy: ``mrbrains8``, ``mrbrains3`` or ``binary``.
         modalities: input channels, in order (MedicalNet weights take one channel).
-        model: architecture (its ``num_classes``/``in_channels`` follow the two fields above).
+        model: the network, adapter + arguments (its input channels and classes follow the two
+            fields above).
         preprocessing: spatial and intensity preprocessing.
         training: optimiser recipe and epochs.
     """
@@ -36,7 +41,7 @@ class Recipe:
     name: str
     label_policy: str
     modalities: tuple[str, ...]
-    model: ModelConfig
+    model: ModelSpec
     preprocessing: Preprocessing
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
@@ -56,13 +61,15 @@ def _cpu_demo() -> Recipe:
         name="cpu-demo",
         label_policy="mrbrains3",
         modalities=DEFAULT_MODALITIES,
-        model=ModelConfig(
-            depth=10,
-            shortcut_type="B",
-            num_classes=4,
-            in_channels=3,
-            base_width=16,
-            head_channels=32,
+        model=_medicalnet(
+            ModelConfig(
+                depth=10,
+                shortcut_type="B",
+                num_classes=4,
+                in_channels=3,
+                base_width=16,
+                head_channels=32,
+            )
         ),
         preprocessing=Preprocessing(input_size=(96, 160, 160), target_grid="input"),
         training=TrainingConfig(
@@ -79,12 +86,12 @@ def _cpu_demo() -> Recipe:
     )
 
 
-def _medicalnet() -> Recipe:
+def _medicalnet_recipe() -> Recipe:
     return Recipe(
         name="medicalnet",
         label_policy="mrbrains3",
         modalities=("reg_T1",),
-        model=ModelConfig(depth=50, shortcut_type=default_shortcut(50), num_classes=4),
+        model=_medicalnet(ModelConfig(depth=50, shortcut_type=default_shortcut(50), num_classes=4)),
         preprocessing=Preprocessing(input_size=(56, 448, 448), image_interpolation="nearest"),
         training=TrainingConfig(
             epochs=200,
@@ -101,9 +108,48 @@ def _medicalnet() -> Recipe:
     )
 
 
-RECIPES = {r.name: r for r in (_cpu_demo(), _medicalnet())}
+def _bench() -> Recipe:
+    """Sized so that one leave-one-out retrain (6 subjects) takes under a minute on 2 CPU cores.
 
-_MODEL_KEYS = ("depth", "shortcut_type", "base_width", "head_channels")
+    The cpu-demo architecture at half its width and a twelfth of its input voxels;
+    trained long enough to fit its training subjects (docs/benchmarks.md, "Memorisation").
+    """
+    return Recipe(
+        name="bench",
+        label_policy="mrbrains3",
+        modalities=DEFAULT_MODALITIES,
+        model=_medicalnet(
+            ModelConfig(
+                depth=10,
+                shortcut_type="B",
+                num_classes=4,
+                in_channels=3,
+                base_width=8,
+                head_channels=16,
+            )
+        ),
+        preprocessing=Preprocessing(input_size=(32, 80, 80), target_grid="input"),
+        training=TrainingConfig(
+            epochs=40,
+            optimizer="adam",
+            learning_rate=3e-3,
+            head_lr_multiplier=1.0,
+            weight_decay=0.0,
+            loss="dice-ce",
+            schedule="exponential",
+            gamma=0.97,
+            grad_clip_norm=5.0,
+        ),
+    )
+
+
+def _medicalnet(config: ModelConfig) -> ModelSpec:
+    return ModelSpec.create("medicalnet", config.to_dict(), "model")
+
+
+RECIPES = {r.name: r for r in (_cpu_demo(), _bench(), _medicalnet_recipe())}
+
+_MODEL_KEYS = ("architecture", "depth", "shortcut_type", "base_width", "head_channels")
 _PREPROCESSING_KEYS = tuple(f.name for f in dataclasses.fields(Preprocessing))
 _TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(TrainingConfig))
 OVERRIDE_KEYS = ("label_policy", "modalities", *_MODEL_KEYS, *_PREPROCESSING_KEYS, *_TRAINING_KEYS)
@@ -113,7 +159,7 @@ def resolve_recipe(name: str, overrides: dict[str, Any] | None = None) -> Recipe
     """The recipe ``name`` with ``overrides`` (flat field names) applied and validated."""
     recipe = RECIPES[look_up_option(name, RECIPES, "recipe")]
     overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
+    unknown = sorted(k for k in set(overrides) - set(OVERRIDE_KEYS) if not is_model_key(k))
     if unknown:
         raise InvalidInputError(
             f"config: unknown setting(s) {unknown}.", hint=f"Valid: {', '.join(OVERRIDE_KEYS)}."
@@ -125,19 +171,20 @@ def resolve_recipe(name: str, overrides: dict[str, Any] | None = None) -> Recipe
     modalities = (modalities,) if isinstance(modalities, str) else tuple(modalities)
     for modality in modalities:
         look_up_option(modality, MODALITY_FILES, "modalities")
-    model_changes = {k: overrides[k] for k in _MODEL_KEYS if k in overrides}
-    try:
-        model = dataclasses.replace(
-            recipe.model,
-            **model_changes,
-            num_classes=LABEL_POLICIES[policy].num_classes,
-            in_channels=len(modalities),
-        )
-    except ValueError as exc:
-        raise InvalidInputError(f"model: {exc}") from None
-    preprocessing = dataclasses.replace(
-        recipe.preprocessing, **{k: overrides[k] for k in _PREPROCESSING_KEYS if k in overrides}
+    model = resolve_model(
+        recipe.model, overrides, len(modalities), LABEL_POLICIES[policy].num_classes
     )
+    family_defaults = (
+        dict(get_adapter(model.adapter).default_preprocessing)
+        if model.adapter != recipe.model.adapter
+        else {}
+    )
+    preprocessing = dataclasses.replace(
+        recipe.preprocessing,
+        **family_defaults,
+        **{k: overrides[k] for k in _PREPROCESSING_KEYS if k in overrides},
+    )
+    model.check_input_size(preprocessing.input_size)
     training = dataclasses.replace(
         recipe.training, **{k: overrides[k] for k in _TRAINING_KEYS if k in overrides}
     )
