@@ -148,7 +148,7 @@ def measure(config: dict, cohort: str, rounds: int, steps: int) -> dict:
     ids = [s.subject_id for s in subjects]
     run_kwargs, plan_of = {}, lambda n: lambda e, r: [Step(ids[i % len(ids)]) for i in range(n)]
     if config.get("unlearn"):
-        run_kwargs, plan_of, training = _unlearning_run(source, ids, training)
+        run_kwargs, plan_of, training = _unlearning_run(source, ids, training, recipe.model)
 
     def synchronize():
         if cuda:
@@ -246,15 +246,15 @@ def measure(config: dict, cohort: str, rounds: int, steps: int) -> dict:
     return row
 
 
-def _unlearning_run(source, ids: list[str], training):
+def _unlearning_run(source, ids: list[str], training, spec):
     """The demo's unlearning (noisy-label + fix-decoder, the first id forgotten, the others
-    replayed): loop arguments, a plan of n steps from its epochs, and its optimiser config."""
+    replayed): loop arguments, a plan of n steps from its epochs, and its optimiser config.
+    ``spec`` (the recipe's ModelSpec) names the decoder that fix-decoder freezes."""
     import dataclasses
 
     from MachineUnlearningLib.commands.unlearn import unlearning_config
     from MachineUnlearningLib.strategies import get_strategy
     from MachineUnlearningLib.strategies.plan import build_plan
-    from MachineUnlearningLib.strategies.surgery import DECODER_PREFIXES
     from MachineUnlearningLib.strategies.targets import TargetMaker
 
     strategy = get_strategy("noisy-label")
@@ -275,7 +275,11 @@ def _unlearning_run(source, ids: list[str], training):
 
         return plan
 
-    kwargs = {"target_maker": TargetMaker(source), "frozen_prefixes": DECODER_PREFIXES}
+    kwargs = {
+        "target_maker": TargetMaker(source),
+        "frozen_prefixes": spec.decoder_prefixes,
+        "head_prefixes": spec.decoder_prefixes,
+    }
     return kwargs, plan_of, config
 
 
