@@ -28,7 +28,7 @@ training-loop seconds, the wall time of its training call (cohort loading, loop,
 evaluation ``train`` does, saving) and that call's CPU seconds (all threads; on a busy shared
 machine the wall time grows with the load, the CPU time much less). The 1-minute load
 average before and after shows how busy the machine was. The study is stored under ``--name``
-in the JSON (other studies in the file are kept); scripts/render_memorisation_docs.py turns
+in the JSON (other studies in the file are kept); scripts/render_benchmarks.py turns
 the JSON into the section of docs/benchmarks.md. ``--time-one-thread`` adds to an existing
 study the timing of one more retrain on a single torch thread: on a shared machine two
 OpenMP threads spend much of their CPU time waiting for each other, so one thread's CPU
