@@ -323,11 +323,12 @@ def run_unlearning(
     entry = torch.load(model, map_location="cpu", weights_only=True)["metadata"][
         "training_history"
     ][-1]
+    epochs = entry.get("epochs")
     return {
         "path": model,
         "loop_seconds": entry.get("seconds"),
         "steps": entry.get("steps"),
-        "epochs": entry.get("epochs"),
+        "epochs": len(epochs) if isinstance(epochs, list) else epochs,
         "params": entry.get("params"),
     }
 

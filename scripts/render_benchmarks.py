@@ -17,8 +17,10 @@ script). The blocks, by document (JSON files under docs/, each written by the sc
     they say;
   - ``tuned``: the stopping-rule run (benchmarks-tuned.json, scripts/benchmark_strategies.py);
   - ``memorisation``: benchmarks-memorisation.json (scripts/benchmark_memorisation.py);
-  - ``protocol``: benchmarks-protocol.json (scripts/benchmark_protocol.py);
+  - ``protocol``: every benchmarks-protocol*.json (scripts/benchmark_protocol.py);
 - README.md: ``readme``, the measured table, from the same files.
+
+``--plot`` also redraws docs/benchmarks-tradeoff.png from the preset JSON.
 
 Testing/test_benchmark_docs.py fails when a document and its JSON disagree.
 """
@@ -500,14 +502,19 @@ def _range(values: list[float]) -> str:
 
 
 def render_protocol(docs: Path) -> str:
-    if not (docs / "benchmarks-protocol.json").exists():
-        return "Not measured yet: there is no docs/benchmarks-protocol.json."
-    data = _load(docs, "benchmarks-protocol.json")
+    """Every protocol run, one ``docs/benchmarks-protocol*.json`` each, in file-name order."""
+    files = sorted(docs.glob("benchmarks-protocol*.json"))
+    if not files:
+        return "Not measured yet: there is no docs/benchmarks-protocol*.json."
+    return "\n\n".join(render_protocol_run(_load(docs, f.name)) for f in files)
+
+
+def render_protocol_run(data: dict) -> str:
     machine = data["machine"]
     floors = data["noise_floor"]
     taus = [v["tau"] for v in floors.values() if v["tau"] is not None]
     lines = [
-        f"**{data['label']}**" if data.get("label") else "",
+        f"#### {data['label']}" if data.get("label") else "",
         "",
         f"Command: `{data['command']}` (measured {data['date']}; recipe "
         f"`{data['config'].get('recipe')}`; forget subjects {_list(data['subjects'])}; seeds "
@@ -548,6 +555,23 @@ def render_protocol(docs: Path) -> str:
             f"{_f(row['loop_seconds_mean'], '.1f')} | {_f(row['rte'], '.2f')} | {neurips} | "
             f"{'; '.join(row['audit'])} |"
         )
+    lines += [
+        "",
+        f"Against issue 11's goal (success >= {GOAL['success_pct']} % of pairs, retain and "
+        f'held-out kept >= {GOAL["kept_pct"]} %, audit "forgotten", RTE >= {GOAL["rte"]}; '
+        "means over the pairs):",
+        "",
+        "| row | success | retain kept | held-out kept | audit | RTE |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in data["rows"]:
+        rate = row["success"]["rate"]
+        lines.append(
+            f"| {row['name']} | {_goal(None if rate is None else 100 * rate, GOAL['success_pct'])}"
+            f" | {_goal(_mean(row['retain_kept_pct']), GOAL['kept_pct'])} | "
+            f"{_goal(_mean(row['held_out_kept_pct']), GOAL['kept_pct'])} | not available | "
+            f"{_goal(row['rte'], GOAL['rte'], '.2f')} |"
+        )
     definitions = data["definitions"]
     scored = next((r["neurips"] for r in data["rows"] if "resolution" in r["neurips"]), None)
     reasons = [
@@ -569,6 +593,19 @@ def render_protocol(docs: Path) -> str:
         lines.append(f"- NeurIPS score resolution: {scored['resolution']}.")
     lines += [f"- NeurIPS score not computed for {reason}." for reason in reasons]
     return "\n".join(lines).lstrip("\n")
+
+
+GOAL = {"success_pct": 80, "kept_pct": 98, "rte": 5}  # issue 11, "How it will be checked"
+
+
+def _mean(values: list[float] | None) -> float | None:
+    return None if values is None else values[0]
+
+
+def _goal(value: float | None, target: float, spec: str = ".1f") -> str:
+    if value is None:
+        return "n/a"
+    return f"{format(value, spec)} ({'meets' if value >= target else 'misses'})"
 
 
 def _ci(values: list[float] | None, spec: str) -> str:
@@ -639,8 +676,7 @@ def render_readme(docs: Path) -> str:
             f"`scripts/benchmark_memorisation.py` ({bench} 6)",
         ),
     ]
-    protocol = docs / "benchmarks-protocol.json"
-    if protocol.exists():
+    for protocol in sorted(docs.glob("benchmarks-protocol*.json")):
         data = json.loads(protocol.read_text(encoding="utf-8"))
         for row in data["rows"]:
             success = row["success"]
@@ -673,6 +709,28 @@ def render_readme(docs: Path) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- the plot
+
+PLOT = DOCS / "benchmarks-tradeoff.png"
+PLOT_SOURCES = ("benchmarks-strategies.json", "benchmarks-literature.json", "benchmarks-tuned.json")
+
+
+def draw_trade_off(docs: Path) -> None:
+    """Retain kept vs forget gap to the retrained model, one point per preset's last epoch
+    (scripts/benchmark_strategies.py's plot), from the committed JSON."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_strategies", ROOT / "scripts" / "benchmark_strategies.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = [row for name in PLOT_SOURCES for row in _load(docs, name)["rows"]]
+    reference = _load(docs, PLOT_SOURCES[0])["reference"]["sets"]["forget"]["dice"]
+    module.trade_off_plot(rows, PLOT, reference)
+    print(f"wrote {PLOT}")
+
+
 # --------------------------------------------------------------------------- splicing
 
 BLOCKS: dict[str, tuple[str, str, Callable[[Path], str]]] = {
@@ -689,7 +747,7 @@ BLOCKS: dict[str, tuple[str, str, Callable[[Path], str]]] = {
     ),
     "tuned": ("docs/benchmarks.md", "benchmarks-tuned.json", render_tuned),
     "memorisation": ("docs/benchmarks.md", "benchmarks-memorisation.json", render_memorisation),
-    "protocol": ("docs/benchmarks.md", "benchmarks-protocol.json", render_protocol),
+    "protocol": ("docs/benchmarks.md", "benchmarks-protocol*.json", render_protocol),
     "readme": ("README.md", "docs/benchmarks-*.json", render_readme),
 }
 DOCUMENTS = ("docs/benchmarks.md", "README.md")
@@ -718,7 +776,15 @@ def rendered_document(text: str, document: str, docs: Path = DOCS) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only check; exit 1 when stale")
+    parser.add_argument(
+        "--plot",
+        action="store_true",
+        help=f"also redraw {PLOT.relative_to(ROOT)} from the preset JSON (not checked: PNG bytes "
+        "depend on the matplotlib version)",
+    )
     args = parser.parse_args()
+    if args.plot:
+        draw_trade_off(DOCS)
     stale = []
     for document in DOCUMENTS:
         path = ROOT / document
