@@ -678,16 +678,17 @@ def render_readme(docs: Path) -> str:
     ]
     for protocol in sorted(docs.glob("benchmarks-protocol*.json")):
         data = json.loads(protocol.read_text(encoding="utf-8"))
-        for row in data["rows"]:
-            success = row["success"]
-            if success["rate"] is None:
-                continue
+        judged = [r for r in data["rows"] if r["success"]["rate"] is not None]
+        if judged:
             rows.append(
                 (
-                    f'protocol ({data["label"] or "bench scale"}), row "{row["name"]}": forget '
-                    "Dice within the retrains' noise floor, (subject, seed) pairs",
-                    f"{success['successes']}/{success['trials']} "
-                    f"[{100 * success['interval'][0]:.0f}-{100 * success['interval'][1]:.0f} %]",
+                    f"unlearning protocol, label-map cohort, bench scale ({data['label']}): "
+                    "(subject, seed) pairs whose forget Dice lies within the leave-one-out "
+                    "retrains' noise floor, per row",
+                    "; ".join(
+                        f"{r['name']} {r['success']['successes']}/{r['success']['trials']}"
+                        for r in judged
+                    ),
                     f"`scripts/benchmark_protocol.py` ({bench} 7)",
                 )
             )
