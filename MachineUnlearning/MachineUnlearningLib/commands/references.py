@@ -19,9 +19,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from MachineUnlearningLib.commands.reference import original_recipe
 from MachineUnlearningLib.commands.retrains import (
     CachedModel,
     RetrainRequest,
+    cache_root,
     cached_model,
     find_cached,
     key_hash,
@@ -40,12 +42,9 @@ from MachineUnlearningLib.evaluation.reference_audit import (
 )
 from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.runtime.events import EventSink
+from MachineUnlearningLib.runtime.jobs import DEFAULT_REFERENCE_SEEDS, JobSpec
 
-REFERENCE_SEEDS: tuple[int, ...] = (0, 1, 2)
-"""Issue 11 item 2: at least 3 seeds per training subject (the bench cache holds 0, 1, 2)."""
-REFERENCE_MODES: tuple[str, ...] = ("cached", "auto", "none")
-"""``cached``: use what the cache holds, never train; ``auto``: train the missing references of
-the forget subject (and the originals); ``none``: no reference audit."""
+REFERENCE_SEEDS = DEFAULT_REFERENCE_SEEDS
 
 
 @dataclass
@@ -225,3 +224,67 @@ def training_cost(bank: ReferenceBank, count: int) -> str:
         f"{count} model(s) to train, about {each:.0f} s each on this machine "
         f"(median of {len(seen)} cached models of this recipe), ~{count * each / 60:.0f} min"
     )
+
+
+def references_for_job(
+    job: JobSpec, metadata: dict, sink: EventSink, subjects: Sequence[Subject] | None = None
+) -> tuple[ReferenceBank | None, str]:
+    """The reference ensemble for ``job``'s single forget subject, or ``(None, why not)``.
+
+    ``job.references``: ``cached`` reads the cache only; ``auto`` first says what is missing
+    and what training it costs, then trains it (the originals and the forget subject's
+    retrains, one per reference seed); ``none`` skips. The original must have been trained
+    with a recipe the engine knows on every training subject of the cohort (that is what the
+    ensemble's originals are).
+    """
+    if job.references == "none":
+        return None, "not asked for (--references none)"
+    if len(job.forget_ids) != 1:
+        return None, (
+            f"the reference ensemble is leave-one-out, so it audits one forget subject at a "
+            f"time; this run forgets {len(job.forget_ids)}"
+        )
+    subjects = list(subjects) if subjects is not None else discover_cohort(job.cohort)
+    try:
+        config, _ = original_recipe(job, metadata)
+    except InvalidInputError as exc:
+        return None, f"the original's recipe is unknown ({exc.message})"
+    training = sorted(s.subject_id for s in subjects if s.group == TRAINING_GROUP)
+    trained_on = sorted(metadata.get("subject_ids", {}).get("trained_on", []))
+    if trained_on != training:
+        return None, (
+            f"the original was trained on {', '.join(trained_on) or 'unknown subjects'}, not on "
+            f"every training subject of the cohort ({', '.join(training)}) as the ensemble's "
+            "originals are"
+        )
+    subject = job.forget_ids[0]
+    seeds = list(job.reference_seeds)
+    bank = load_references(job.cohort, config, sink, seeds=seeds, device=job.device,
+                           subjects=subjects)  # fmt: skip
+    missing = missing_for(bank, subject)
+    if missing and job.references == "auto":
+        sink.emit(
+            "phase",
+            name="references",
+            detail=f"training the reference ensemble for {subject}: "
+            f"{training_cost(bank, len(missing))}; cached in {cache_root()}",
+        )
+        bank = load_references(
+            job.cohort, config, sink, seeds=seeds, train=[subject], device=job.device,
+            cancel_file=str(job.cancel_path), subjects=subjects,
+        )  # fmt: skip
+        missing = missing_for(bank, subject)
+    if missing:
+        return None, (
+            f"the retrain cache ({cache_root()}) lacks {len(missing)} reference model(s) for "
+            f"{subject} ({'; '.join(missing)}); '--references auto' trains them "
+            f"({training_cost(bank, len(missing))})"
+        )
+    sink.emit(
+        "phase",
+        name="references",
+        detail=f"reference ensemble for {subject}: {len(seeds)} retrains without it and "
+        f"{len(seeds)} originals (seeds {', '.join(map(str, seeds))}); seed spread pooled over "
+        f"{len(bank.subjects())} subject(s)",
+    )
+    return bank, ""
