@@ -106,3 +106,24 @@ def test_without_references_the_run_says_so_plainly(a_tiny_cohort, a_bank, tmp_p
     assert not [e for e in quiet.of_kind("progress") if e["phase"] == "train"]
     two = unlearn_job(a_tiny_cohort, a_bank, tmp_path / "t", forget_ids=["070", "1"])
     assert "one forget subject at a time" in references_for_job(two, metadata, quiet)[1]
+
+
+def test_the_audit_command_audits_against_the_references_and_keeps_the_held_out_check(
+    a_tiny_cohort, a_bank, tmp_path
+):
+    job = JobSpec(
+        command="audit",
+        cohort=str(a_tiny_cohort),
+        output=str(tmp_path / "audit"),
+        checkpoint=str(a_bank.originals[0].path),
+        forget_ids=["070"],
+        device="cpu",
+    )
+    outputs = run_job(job, CollectingSink())
+    document = json.loads((tmp_path / "audit" / "reference-audit.json").read_text())
+    # the original itself: its score is one of the originals' (it is the seed-0 original)
+    assert document["unlearned"]["value"] == pytest.approx(
+        a_bank.references("070").originals[0], abs=1e-9
+    )
+    assert document["verdict"] in VERDICTS and document["unlearned"]["looks"] == 1
+    assert "audit" in outputs and (tmp_path / "audit" / "audit.md").exists()

@@ -49,13 +49,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from itertools import combinations
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from MachineUnlearningLib.evaluation.audit import FEATURE_DIRECTIONS, FEATURES
+from MachineUnlearningLib.evaluation.audit import (  # noqa: F401 (auc_permutation_p: re-export)
+    FEATURE_DIRECTIONS,
+    FEATURES,
+    auc_permutation_p,
+)
 from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.runtime.options import look_up_option
 
@@ -342,42 +345,6 @@ def in_target_band(
 ) -> bool:
     """unlearning.md section 5 step 1: within ``margin_sds`` seed-SDs of the retrains' mean."""
     return closeness(value, reference, spread) <= margin_sds
-
-
-def auc_permutation_p(
-    member_scores: Sequence[float],
-    non_member_scores: Sequence[float],
-    *,
-    max_exact: int = 200_000,
-    n_resamples: int = 20_000,
-    seed: int = 0,
-) -> tuple[float, bool]:
-    """One-sided permutation p-value of the Mann-Whitney AUC (scores: higher = member).
-
-    The share of relabellings of the pooled scores into groups of the same sizes whose AUC is at
-    least the observed one (ties in the AUC count). Exact (every relabelling enumerated) when
-    there are at most ``max_exact`` of them (7 vs 9 subjects: 11,440), else ``n_resamples``
-    random ones plus the observed labelling (seeded). Returns ``(p, exact)``.
-    """
-    m = np.asarray(member_scores, dtype=float)
-    h = np.asarray(non_member_scores, dtype=float)
-    if m.size < 1 or h.size < 1:
-        raise InvalidInputError("auc: both groups need at least one subject.")
-    pooled = np.concatenate([m, h])
-    ranks = stats.rankdata(pooled)
-    k, total = m.size, pooled.size
-
-    def u_of(index) -> float:
-        return float(ranks[list(index)].sum())  # the rank sum orders the AUC
-
-    observed = u_of(range(k))
-    eps = 1e-9
-    if math.comb(total, k) <= max_exact:
-        sums = np.fromiter((u_of(c) for c in combinations(range(total), k)), dtype=float)
-        return float(np.mean(sums >= observed - eps)), True
-    rng = np.random.default_rng(seed)
-    hits = sum(u_of(rng.permutation(total)[:k]) >= observed - eps for _ in range(n_resamples))
-    return float((hits + 1) / (n_resamples + 1)), False
 
 
 def _explained(v: ReferenceVerdict) -> ReferenceVerdict:
