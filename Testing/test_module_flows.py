@@ -259,6 +259,8 @@ def test_a_finished_run_shows_metrics_chart_and_compare_views(
     assert len(charts) == 1 and charts[0].GetNumberOfPlotSeriesNodes() >= 2
     assert module.state.compare_subjects[0] == "070"
     assert module.state.has_results and "forget Dice" in module.state.results_summary
+    # the verdict against retrained models is shown, or why there is none
+    assert "Forgetting audit" in module.state.results_summary
     module.presenter.compare("070")
     assert ("show_comparison", None) in module.desktop.calls
     segmentations = module.nodes("vtkMRMLSegmentationNode")

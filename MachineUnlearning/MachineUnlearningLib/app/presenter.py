@@ -354,7 +354,11 @@ class Presenter:
         state, metrics = self.state, self.session.results.metrics
         state.status = text
         if status == "ok" and kind == "unlearn" and metrics:
-            state.results_summary = results.results_summary(metrics)
+            state.results_summary = (
+                results.results_summary(metrics)
+                + "\n"
+                + results.verdict_text(self.session.results.forgetting)
+            )
             state.compare_subjects = tuple(results.comparable_subjects(metrics))
             state.show_results = True
         self._update_buttons()

@@ -45,6 +45,7 @@ class Results:
     chart: Any = None
     nodes: list = field(default_factory=list)
     comparison: list = field(default_factory=list)
+    forgetting: dict | None = None
 
 
 class RunSession:
@@ -174,6 +175,7 @@ class RunSession:
         metrics = outputs.get("metrics") or output / "metrics.json"
         imported = results.import_metrics(self.scene, metrics)
         self.results = Results(imported.metrics, imported.chart, imported.nodes())
+        self.results.forgetting = results.read_forgetting(output)
         pn.resultsTable = imported.table
         pn.lastRun = str(output)
         self.show_plot()

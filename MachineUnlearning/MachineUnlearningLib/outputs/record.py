@@ -338,6 +338,26 @@ def record_to_markdown(record: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def forgetting_summary(document: Mapping[str, Any] | None) -> str:
+    """One plain sentence from a run's ``reference-audit.json`` (None: the file is missing)."""
+    if not document:
+        return "Forgetting audit: not run (no reference-audit.json in the run folder)."
+    if document.get("method") == "none" or document.get("verdict") is None:
+        return f"Forgetting audit: not run: {document.get('reason', 'no references')}."
+    unlearned = document.get("unlearned") or {}
+    text = (
+        f"Forgetting audit of {document.get('subject')} against models retrained without it: "
+        f"{str(document['verdict']).upper()} (equivalence test p = "
+        f"{unlearned.get('p_equivalence', float('nan')):.3g}, margin "
+        f"{unlearned.get('margin_sds')} seed-SDs, gap {unlearned.get('gap_sds', float('nan')):+.1f}"
+        " SD)"
+    )
+    original = document.get("original")
+    if original:
+        text += f"; doing nothing: {original.get('verdict')}"
+    return text + "."
+
+
 def _forgetting_line(entry: Mapping[str, Any] | None) -> str:
     if not entry:
         return "not run"
