@@ -7,7 +7,8 @@ checkpoint would carry (label policy, modalities, preprocessing) and, for a bund
 The command modules (``train``, ``evaluate``, ``audit``, ``unlearn``, ``reference``, ``demo``)
 use only this module and the layers below ``commands/``; no command imports another's module
 except through the function it documents (``retrains`` trains through ``train``, ``reference``
-through ``retrains``), so there is no import circle.
+through ``retrains``, ``references`` through ``retrains`` and ``reference.original_recipe``;
+``unlearn`` and ``audit`` use ``references``), so there is no import circle.
 """
 
 from __future__ import annotations

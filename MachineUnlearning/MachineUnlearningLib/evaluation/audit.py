@@ -181,8 +181,9 @@ class AttackSummary:
     Attributes:
         auc: Mann-Whitney AUC (ties count 0.5); 0.5 = chance, 1.0 = perfect separation.
         auc_ci_low, auc_ci_high: percentile bootstrap interval at ``ci_level`` (kept for
-            continuity; at 6 vs 5 subjects it covers the truth only 0.72-0.92 of the time,
-            scripts/simulate_audit.py, so the report shows the p-value instead).
+            continuity; at 6 vs 5 subjects it covers the truth well below 95 % of the time,
+            docs/audit-design.json from scripts/simulate_audit.py, so the report shows the
+            p-value instead).
         auc_p_value: one-sided permutation p-value of the AUC (``auc_permutation_p``), exact
             when ``auc_p_exact``.
         tpr_at_fpr: the best true-positive rate among thresholds whose false-positive rate is
