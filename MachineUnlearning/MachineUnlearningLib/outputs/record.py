@@ -94,7 +94,7 @@ def build_deletion_record(
         audit: ``AuditReport.to_dict()`` of the unlearned model (the secondary check against
             never-seen subjects), or None if not run.
         forgetting_audit: the audit against the forget subject's own references
-            (``commands/unlearn.record_entry``): its verdict, the cache keys of the reference
+            (``commands/unlearn_checks.record_entry``): its verdict, the cache keys of the reference
             models, the margin, the TOST p-value and the number of looks; ``{"verdict": None,
             "reason": ...}`` when no references existed; None for runs that do not unlearn.
         guarantee: ``exact`` (retrain from scratch) or ``approximate`` (everything else).
