@@ -148,8 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument(
         "--stop-when-indistinguishable",
         action="store_true",
-        help="evaluate every epoch; stop once the forget subjects are "
-        "indistinguishable from held-out subjects (needs >= 2 held-out)",
+        help="evaluate every epoch; with the forget subject's references: stop at the first "
+        "epoch within the target band of the first reference seed's retrain (else rewind to "
+        "the closest), then certify once with the other seeds; without references: stop once "
+        "it is indistinguishable from held-out subjects (needs >= 2 held-out)",
     )
     unlearn.add_argument(
         "--stop-retain-tolerance",

@@ -53,10 +53,12 @@ class JobSpec:
         cancel_file: the run stops cleanly within one step once this file exists;
             None = ``<output>/CANCEL``.
         requested_by: free text for the deletion record (who asked; never read from data).
-        stop_when_indistinguishable: unlearn only: evaluate after every epoch and stop at the
-            first one where every forget subject is indistinguishable from held-out subjects
-            and retain Dice keeps >= (1 - stop_retain_tolerance) of the original's (needs >= 2
-            held-out subjects).
+        stop_when_indistinguishable: unlearn only: evaluate after every epoch and stop by the
+            stopping rule: with the forget subject's references, at the first epoch within the
+            target band of the first reference seed's retrain (else rewound to the closest),
+            certified once with the other seeds; without them, at the first epoch where every
+            forget subject is indistinguishable from held-out subjects (needs >= 2 held-out).
+            Either way retain Dice must keep >= (1 - stop_retain_tolerance) of the original's.
         stop_retain_tolerance: the fraction of the original's retain Dice the stopping rule
             lets unlearning give up (0.05 = stop only while retain Dice keeps >= 95 %).
         reference: unlearn only: compare with the retrain-from-scratch reference, ``auto``
