@@ -55,3 +55,36 @@ def test_references_are_trained_once_for_the_asked_subject_and_then_only_read(
         reread.verdict("1", 0.5)
     with pytest.raises(InvalidInputError, match="not training subjects"):
         load_references(cohort, CONFIG, CollectingSink(), train=["H01"], device="cpu")
+
+
+def test_the_reference_options_are_validated():
+    from MachineUnlearningLib.runtime.jobs import JobSpec
+
+    common = {"command": "audit", "cohort": "c", "output": "o", "checkpoint": "m.pt"}
+    assert JobSpec(**common).references == "cached"
+    assert JobSpec(**common).reference_seeds == [0, 1, 2]
+    with pytest.raises(InvalidInputError, match="references"):
+        JobSpec(**common, references="sometimes")
+    for seeds in ([], [0, 0, 1], ["0"], "012"):
+        with pytest.raises(InvalidInputError, match="reference_seeds"):
+            JobSpec(**common, reference_seeds=seeds)
+    job = JobSpec(**common, reference_seeds=[3, 4, 5])
+    assert JobSpec.from_dict(job.to_dict()).reference_seeds == [3, 4, 5]
+
+
+def test_the_stopping_rule_refuses_too_few_reference_seeds_before_any_work(tmp_path):
+    from MachineUnlearningLib.commands import run_job
+    from MachineUnlearningLib.runtime.jobs import JobSpec
+
+    job = JobSpec(
+        command="unlearn",
+        cohort=str(tmp_path / "cohort"),
+        output=str(tmp_path / "out"),
+        checkpoint=str(tmp_path / "model.pt"),
+        forget_ids=["070"],
+        stop_when_indistinguishable=True,
+        reference_seeds=[0, 1],
+    )
+    with pytest.raises(InvalidInputError, match="reference seeds"):
+        run_job(job, CollectingSink())
+    assert not (tmp_path / "out").exists()
