@@ -483,3 +483,12 @@ def test_the_checkpoint_summary_reads_a_bundle_folder(a_unet_bundle):
     assert summary["origin"] == "bundle" and summary["adapter"] == "monai-unet"
     assert summary["bundle"]["name"] == "Tiny brain tissue segmentation"
     assert "Spacingd" in summary["bundle"]["preprocessing"]
+
+
+def test_the_module_summary_line_names_the_bundle_and_its_outputs(a_unet_bundle):
+    from MachineUnlearningLib.app.queries import checkpoint_summary
+    from MachineUnlearningLib.model.summary import describe_checkpoint
+
+    line = checkpoint_summary(describe_checkpoint(a_unet_bundle))
+    assert line.startswith("MONAI bundle 'Tiny brain tissue segmentation'") and "None" not in line
+    assert "UNet" in line and "outputs: background, gray matter" in line

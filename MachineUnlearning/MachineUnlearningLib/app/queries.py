@@ -232,12 +232,27 @@ def device_choices(gpus: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
 
 
 def checkpoint_summary(description: Mapping[str, Any]) -> str:
-    """One line from ``describe-checkpoint``: architecture, labels, trained-on subjects."""
+    """One line from ``describe-checkpoint``: architecture, labels, trained-on subjects.
+
+    A MedicalNet ResNet is named by its depth, shortcut and width; any other adapter (and a
+    MONAI bundle) by ``architecture``, the worker's ``ModelSpec.describe()`` /
+    ``Bundle.describe()`` (``model/summary.py``).
+    """
+    if description.get("adapter", "medicalnet") == "medicalnet" and description.get("depth"):
+        architecture = (
+            f"MedicalNet ResNet-{description.get('depth')} (shortcut "
+            f"{description.get('shortcut_type')}, width {description.get('base_width')})"
+        )
+    else:
+        architecture = str(description.get("architecture") or description.get("adapter"))
     text = (
-        f"MedicalNet ResNet-{description.get('depth')} (shortcut "
-        f"{description.get('shortcut_type')}, width {description.get('base_width')}), "
-        f"{description.get('in_channels')} input(s), {description.get('num_classes')} classes"
+        f"{architecture}, {description.get('in_channels')} input(s), "
+        f"{description.get('num_classes')} classes"
     )
+    bundle = description.get("bundle") or {}
+    named = [n for n in bundle.get("label_names") or [] if n]
+    if named:
+        text += f"; outputs: {', '.join(named)}"
     if description.get("label_policy"):
         text += f"; labels: {description['label_policy']}"
     trained_on = description.get("trained_on") or []
