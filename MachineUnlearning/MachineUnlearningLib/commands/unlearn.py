@@ -128,6 +128,7 @@ def unlearn(job: JobSpec, sink: EventSink) -> dict[str, str]:
         policy,
         job_model.preprocessing,
         spec,
+        job_model.sampling,
     )
     all_ids = tuple(role_of)
 
