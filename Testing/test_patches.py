@@ -11,9 +11,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_NETWORKS, phantom_affine, write_zoo_bundle
 from test_bundles import UNET, error_of, run_cli
 
+from conftest import TINY_NETWORKS, phantom_affine, write_zoo_bundle
 from MachineUnlearningLib.commands import run_job
 from MachineUnlearningLib.data.cohort import DEFAULT_MODALITIES, discover_cohort
 from MachineUnlearningLib.data.labels import get_label_policy
@@ -105,7 +105,9 @@ def test_patches_are_centred_on_foreground_at_the_stated_fraction(fraction):
 
 def test_a_volume_smaller_than_a_patch_is_padded_with_ignored_labels():
     sample = blob_sample()
-    small = PreparedSample(sample.image[:, :6], sample.target[:6], (0, 6, 0, 40, 0, 40), (6, 40, 40))
+    small = PreparedSample(
+        sample.image[:, :6], sample.target[:6], (0, 6, 0, 40, 0, 40), (6, 40, 40)
+    )
     patch = PatchSampler(Sampling(sampling="patches", patch_size=8)).draw(
         "small", small, np.random.default_rng(0)
     )
@@ -169,6 +171,11 @@ def test_a_patch_trained_model_records_how_it_sees_a_subject(a_patch_trained_mod
         sampling="patches", patch_size=PATCH, window_overlap=0.5
     )
     assert meta["recipe"]["sampling"]["inference"] == "sliding-window"
+    from MachineUnlearningLib.app.queries import checkpoint_summary
+    from MachineUnlearningLib.model.summary import describe_checkpoint
+
+    line = checkpoint_summary(describe_checkpoint(a_patch_trained_model))
+    assert "8x16x16 patches (0.5 foreground-centred), sliding-window inference" in line
 
 
 def test_sliding_window_predictions_land_on_the_original_grid(

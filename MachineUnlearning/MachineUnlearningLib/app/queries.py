@@ -188,11 +188,14 @@ def _torch_installed() -> bool:
 
 
 def describe_checkpoint(board: QueryBoard, path: str, show: Callable[[str], None]) -> str:
-    """What the model summary says now; the worker's answer comes later through ``show``."""
+    """What the model summary says now; the worker's answer comes later through ``show``.
+
+    ``path`` is a checkpoint file or a MONAI bundle folder (``describe-checkpoint`` reads both).
+    """
     board.cancel("describe")
     if not path:
-        return "No model selected: choose a checkpoint or train a baseline."
-    if not Path(path).is_file():
+        return "No model selected: choose a checkpoint or a MONAI bundle, or train a baseline."
+    if not Path(path).exists():
         return f"{path} does not exist."
     if not _torch_installed():
         return f"{NO_TORCH} The model is described after that."
@@ -255,6 +258,8 @@ def checkpoint_summary(description: Mapping[str, Any]) -> str:
         text += f"; outputs: {', '.join(named)}"
     if description.get("label_policy"):
         text += f"; labels: {description['label_policy']}"
+    if description.get("sampling") not in (None, "whole volumes"):
+        text += f"; {description['sampling']}"
     trained_on = description.get("trained_on") or []
     if trained_on:
         text += f"; trained on {len(trained_on)} subject(s): {', '.join(trained_on)}"

@@ -137,6 +137,36 @@ class Sampling:
         )
 
 
+OPTION_DOCS = {
+    "sampling": "`whole-volume` (MedicalNet's) or `patches`",
+    "patch_size": "training patch and inference window in voxels, in the network input's axis "
+    "order, multiples of the network's size divisor; default: MONAI tutorials' / zoo bundles' "
+    "`roi_size`",
+    "positive_fraction": "probability a patch is centred on a foreground voxel; default: "
+    "MONAI's `pos=1, neg=1`",
+    "inference": "`whole-volume` or `sliding-window`; default: the one matching `sampling` "
+    "(others are refused)",
+    "window_overlap": "overlap of neighbouring windows (fraction); `sliding_window_inference`'s "
+    "default",
+    "window_batch_size": "windows per forward pass (`sw_batch_size`); MONAI's default",
+    "window_mode": "`constant` or `gaussian` blending; MONAI's default",
+    "window_sigma_scale": "sigma of the Gaussian blending (fraction of the window); MONAI's "
+    "default",
+}
+
+
+def sampling_markdown() -> str:
+    """The recipe options of patch sampling, with defaults, for docs/bring-your-own-model.md."""
+    defaults = Sampling().to_dict()
+    defaults["inference"] = None
+    lines = ["| option (`--set`) | default | meaning |", "|---|---|---|"]
+    for name in FIELDS:
+        value = defaults[name]
+        shown = "follows `sampling`" if value is None else f"`{value}`"
+        lines.append(f"| `{name}` | {shown} | {OPTION_DOCS[name]} |")
+    return "\n".join(lines)
+
+
 def check_sampling(preprocessing: Any, sampling: Sampling) -> None:
     """Refuse engine preprocessing settings that patch sampling does not use (naming them)."""
     if not sampling.patches or not isinstance(preprocessing, Preprocessing):

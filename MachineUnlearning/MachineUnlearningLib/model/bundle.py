@@ -459,3 +459,24 @@ def bundle_rules_markdown() -> str:
         "| any other | refused, naming the key |",
     ]
     return "\n".join(lines)
+
+
+def inferer_rules_markdown() -> str:
+    """What the engine does with a bundle's ``inferer``, for docs/bring-your-own-model.md."""
+
+    def names(items) -> str:
+        return ", ".join(f"`{n}`" for n in items)
+
+    mapped = ", ".join(f"`{a}` -> `{f}`" for a, f in INFERER_ARGUMENTS.items())
+    at_default = ", ".join(f"`{a}` (only `{v}`)" for a, v in INFERER_AT_DEFAULT.items())
+    lines = [
+        "| `inferer` | what the engine does |",
+        "|---|---|",
+        "| none, `SimpleInferer` | whole volumes (`sampling: whole-volume`) |",
+        f"| `SlidingWindowInferer` | patches of its `roi_size` for training and unlearning, "
+        f"`sliding_window_inference` for predictions; honoured: {mapped}; ignored (where and "
+        f"how fast, not what): {names(INFERER_PLACEMENT)}; refused otherwise: {at_default}, "
+        "any other argument, a non-positive (whole-axis) `roi_size` |",
+        "| any other | refused, naming `inferer#_target_` |",
+    ]
+    return "\n".join(lines)
