@@ -382,7 +382,6 @@ def test_a_bundle_folder_is_the_model_described_by_the_worker_and_apply_says_why
     a_tiny_cohort, tmp_path
 ):
     from conftest import TINY_NETWORKS, write_zoo_bundle
-
     from MachineUnlearningLib.app.parameters import unlearning_job
 
     network = {"_target_": "UNet", "spatial_dims": 3, "in_channels": 3, "out_channels": 4}
