@@ -201,10 +201,13 @@ def test_sliding_window_predictions_land_on_the_original_grid(
     assert metrics["dice_grid"] == "original"
 
 
-def test_a_patch_trained_model_unlearns_on_patches_with_a_literature_method(
-    a_patch_trained_model, a_tiny_cohort, tmp_path
+@pytest.mark.parametrize("strategy", ["salun", "ssd", "learn-others", "scrub"])
+def test_a_patch_trained_model_unlearns_on_patches(
+    strategy, a_patch_trained_model, a_tiny_cohort, tmp_path
 ):
-    """SalUn reads gradients (over the windows) and trains on patches; the unlearned model
+    """Every mechanic that reads a subject runs on patches / windows: SalUn's saliency and
+    SSD's importances (gradients over the windows), learn-others' other-subject targets (on the
+    same patch), SCRUB's teacher KL (the teacher runs on the patch batch); the unlearned model
     keeps the sampling it was trained with."""
     output = tmp_path / "unlearn"
     job = JobSpec(
@@ -213,7 +216,7 @@ def test_a_patch_trained_model_unlearns_on_patches_with_a_literature_method(
         output=str(output),
         checkpoint=str(a_patch_trained_model),
         forget_ids=["070"],
-        strategy="salun",
+        strategy=strategy,
         epochs=1,
         device="cpu",
     )
