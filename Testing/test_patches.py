@@ -57,6 +57,8 @@ def test_whole_volumes_stay_the_default_and_leave_recipe_dicts_unchanged():
         ({"positive_fraction": 1.5}, "positive_fraction"),
         ({"window_overlap": 1.0}, "window_overlap"),
         ({"window_mode": "cubic"}, "window_mode"),
+        ({"window_batch_size": 0}, "window_batch_size"),
+        ({"window_sigma_scale": "wide"}, "window_sigma_scale"),
         ({"patch_size": [8, 18, 16]}, "patch_size"),  # UNet strides 2, 2: multiples of 4
         ({"crop_jitter": 0.1}, "crop_jitter"),
     ],

@@ -58,8 +58,9 @@ class Sampling:
 
     Attributes:
         sampling: ``whole-volume`` (default; MedicalNet's) or ``patches``.
-        patch_size: (D, H, W) voxels of a training patch and of an inference window; each a
-            multiple of the network's size divisor.
+        patch_size: voxels of a training patch and of an inference window, in the network
+            input's axis order ((D, H, W) for the engine's preprocessing, a bundle's own for
+            its roi_size); each a multiple of the network's size divisor.
         positive_fraction: probability that a patch is centred on a foreground voxel.
         inference: ``whole-volume`` or ``sliding-window``; None = the one that matches
             ``sampling`` (a model is evaluated and unlearned the way it was trained).
@@ -88,7 +89,12 @@ class Sampling:
                 hint="e.g. 32 64 64, each a multiple of the network's size divisor.",
             )
         object.__setattr__(self, "patch_size", tuple(int(v) for v in size))
-        if not 0.0 <= float(self.positive_fraction) <= 1.0:
+        for name in ("positive_fraction", "window_overlap", "window_sigma_scale"):
+            object.__setattr__(self, name, _number(getattr(self, name), name, float))
+        object.__setattr__(
+            self, "window_batch_size", _number(self.window_batch_size, "window_batch_size", int)
+        )
+        if not 0.0 <= self.positive_fraction <= 1.0:
             raise InvalidInputError(
                 f"positive_fraction: must be in [0, 1], got {self.positive_fraction!r}.",
                 hint="e.g. 0.5 (MONAI's pos=1, neg=1).",
@@ -103,13 +109,18 @@ class Sampling:
                 hint=f"With sampling {self.sampling} use inference {matching} (the default).",
             )
         object.__setattr__(self, "inference", inference)
-        if not 0.0 <= float(self.window_overlap) < 1.0:
+        if not 0.0 <= self.window_overlap < 1.0:
             raise InvalidInputError(
                 f"window_overlap: must be in [0, 1), got {self.window_overlap!r}.", hint="e.g. 0.25"
             )
-        if int(self.window_batch_size) < 1:
+        if self.window_batch_size < 1:
             raise InvalidInputError(
                 f"window_batch_size: must be >= 1, got {self.window_batch_size!r}."
+            )
+        if not self.window_sigma_scale > 0:
+            raise InvalidInputError(
+                f"window_sigma_scale: must be > 0, got {self.window_sigma_scale!r}.",
+                hint="e.g. 0.125 (MONAI's default).",
             )
         look_up_option(self.window_mode, WINDOW_MODES, "window_mode")
 
@@ -181,6 +192,15 @@ def check_sampling(preprocessing: Any, sampling: Sampling) -> None:
             "target_grid: patches are trained against labels at the image's resolution.",
             hint="Set target_grid=input (the loss upsamples coarser logits to it).",
         )
+
+
+def _number(value: Any, name: str, kind: type) -> Any:
+    """``value`` as ``kind`` (float or int); InvalidInputError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidInputError(f"{name}: must be a number, got {value!r}.")
+    if kind is int and float(value) != int(value):
+        raise InvalidInputError(f"{name}: must be a whole number, got {value!r}.")
+    return kind(value)
 
 
 def _int(value: Any) -> Any:
