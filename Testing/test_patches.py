@@ -71,7 +71,12 @@ def test_bad_sampling_options_are_refused_naming_the_key(overrides, key):
 
 def test_patches_need_labels_at_the_image_s_resolution():
     with pytest.raises(InvalidInputError, match="^target_grid"):
-        resolve_recipe("medicalnet", {"sampling": "patches", "patch_size": [16, 32, 32]})
+        resolve_recipe("bench", {**UNET_PATCHES, "target_grid": "output"})
+
+
+def test_patches_need_a_full_resolution_network():
+    with pytest.raises(InvalidInputError, match="^sampling: .* medicalnet's logits are at 1/4"):
+        resolve_recipe("bench", {"sampling": "patches", "patch_size": [16, 32, 32]})
 
 
 # --- patches and windows ----------------------------------------------------------------------

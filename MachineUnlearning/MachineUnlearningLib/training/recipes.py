@@ -207,6 +207,14 @@ def resolve_recipe(name: str, overrides: dict[str, Any] | None = None) -> Recipe
         given["inference"] = None  # the inference that matches the new sampling
     sampling = dataclasses.replace(recipe.sampling, **given)
     check_sampling(preprocessing, sampling)
+    if sampling.patches and model.family.output_stride != 1:
+        # stitched windows of coarser logits do not map back exactly where a volume is not a
+        # multiple of the stride (MONAI rounds the scaled positions)
+        raise InvalidInputError(
+            f"sampling: patches need a full-resolution network (logits on its input grid); "
+            f"{model.adapter}'s logits are at 1/{model.family.output_stride}.",
+            hint="Use sampling=whole-volume for it, or a MONAI architecture for patches.",
+        )
     if sampling.patches:  # the network sees patches / windows, never input_size
         model.check_input_size(sampling.patch_size, "patch_size")
     else:
