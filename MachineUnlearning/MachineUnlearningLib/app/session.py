@@ -170,6 +170,7 @@ class RunSession:
         pn, output = self._run.parameters, Path(job.output)
         if job.command in ("train", "retrain"):
             pn.checkpoint = str(outputs.get("checkpoint") or output / "model.pt")
+            pn.bundle = ""  # the new baseline is the model now, not a bundle chosen before
             return
         self.clear_results(pn)
         metrics = outputs.get("metrics") or output / "metrics.json"

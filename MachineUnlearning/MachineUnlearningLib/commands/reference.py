@@ -49,6 +49,7 @@ def recipe_overrides(recipe: dict) -> dict:
     }
     flat |= model_overrides(recipe["model"])
     flat |= recipe["preprocessing"]
+    flat |= recipe.get("sampling") or {}  # absent: whole volumes
     flat |= {k: v for k, v in recipe["training"].items() if k != "seed"}
     return flat
 
@@ -113,7 +114,7 @@ def evaluate_reference(
         retrained_reference(job, metadata, sink) if job.reference == "auto" else Path(job.reference)
     )
     loaded = load_checkpoint(path, device=device)
-    for key in ("label_policy", "modalities", "preprocessing"):
+    for key in ("label_policy", "modalities", "preprocessing", "sampling"):
         if loaded.metadata.get(key) != metadata.get(key):
             raise InvalidInputError(
                 f"reference: {path} differs from the original model in {key}.",

@@ -341,6 +341,7 @@ def score_models(
     of its training set) or ``held-out``. Scores are cached in each model's ``scores.json``.
     """
     from MachineUnlearningLib.data.labels import get_label_policy
+    from MachineUnlearningLib.data.patches import Sampling
     from MachineUnlearningLib.data.preprocessing import Preprocessing
     from MachineUnlearningLib.data.samples import SampleSource
     from MachineUnlearningLib.evaluation.predict import evaluate_model
@@ -360,7 +361,9 @@ def score_models(
             loaded = load_checkpoint(cached.path, device=torch_device)
             meta = loaded.metadata
             signature = json.dumps(
-                [meta["label_policy"], meta["modalities"], meta["preprocessing"]], sort_keys=True
+                [meta["label_policy"], meta["modalities"], meta["preprocessing"]]
+                + ([meta["sampling"]] if meta.get("sampling") else []),
+                sort_keys=True,
             )
             if signature not in sources:
                 sources[signature] = SampleSource(
@@ -368,6 +371,7 @@ def score_models(
                     tuple(meta["modalities"]),
                     get_label_policy(meta["label_policy"]),
                     Preprocessing.from_dict(meta["preprocessing"]),
+                    sampling=Sampling.from_dict(meta.get("sampling")),
                 )
             roles = {i: _role(cached.request, i) for i in missing}
             evaluation = evaluate_model(

@@ -247,6 +247,7 @@ def load_run(job: JobSpec, sink: EventSink) -> UnlearnRun:
         policy,
         job_model.preprocessing,
         job_model.spec,
+        job_model.sampling,
     )
     return UnlearnRun(
         job, strategy, params, group, output, device, job_model, policy, roles, subjects,
