@@ -27,7 +27,7 @@ from slicer.ScriptedLoadableModule import (
 MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 DOCS_URL = "https://github.com/SlicerMachineUnlearning/SlicerMachineUnlearning#readme"
 POLL_INTERVAL_MS = 200
-PATHS = ("checkpoint", "cohort", "output")
+PATHS = ("checkpoint", "bundle", "cohort", "output")
 
 
 class MachineUnlearning(ScriptedLoadableModule):
@@ -58,6 +58,7 @@ class MachineUnlearningParameterNode:
     """What the GUI edits (app/parameters.py); paths are str, "" when unset (Path shows ".")."""
 
     checkpoint: str = ""
+    bundle: str = ""
     cohort: str = ""
     output: str = ""
     strategy: str = "noisy-label"

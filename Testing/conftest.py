@@ -240,6 +240,9 @@ ZOO_POSTPROCESSING = [
 ]
 
 
+ZOO_INFERER = {"_target_": "SlidingWindowInferer", "roi_size": [32, 32, 16], "overlap": 0.5}
+
+
 def write_zoo_bundle(
     root: Path,
     network_def: dict,
@@ -251,6 +254,7 @@ def write_zoo_bundle(
     weights_of: dict | None = None,
     seed: int = 0,
     config_format: str = "json",
+    inferer: dict | None = None,
 ) -> Path:
     """A bundle laid out like the MONAI model zoo's (configs/inference.json, metadata.json,
     models/model.pt, docs/README.md), written by hand; the weights are those of MONAI's own
@@ -281,7 +285,7 @@ def write_zoo_bundle(
             "data": "$[{'image': i} for i in @datalist]",
             "transform": "@preprocessing",
         },
-        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [32, 32, 16], "overlap": 0.5},
+        "inferer": ZOO_INFERER if inferer is None else inferer,
         "postprocessing": {
             "_target_": "Compose",
             "transforms": ZOO_POSTPROCESSING if postprocessing is None else postprocessing,

@@ -321,3 +321,22 @@ def test_the_checkpoint_summary_names_the_architecture(family, tmp_path):
     assert summary["adapter"] == family and summary["architecture"] == spec.describe()
     assert (summary["in_channels"], summary["num_classes"]) == (3, 4)
     assert ("depth" in summary) == (family == "medicalnet")
+
+
+@pytest.mark.parametrize("family", ["medicalnet", "monai-unet", "monai-segresnet"])
+def test_the_module_summary_line_names_any_adapter(family, tmp_path):
+    """The Model section's line (app/queries.checkpoint_summary) names the architecture the
+    worker described; it used to print "MedicalNet ResNet-None" for every MONAI network."""
+    from MachineUnlearningLib.app.queries import checkpoint_summary
+    from MachineUnlearningLib.model.summary import describe_checkpoint
+
+    spec = a_tiny_spec(family)
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, spec.build(), spec, {"label_policy": "mrbrains3"})
+    line = checkpoint_summary(describe_checkpoint(path))
+    assert "None" not in line
+    assert "3 input(s), 4 classes" in line and line.endswith("labels: mrbrains3")
+    if family == "medicalnet":
+        assert line.startswith(f"MedicalNet ResNet-{spec.arguments['depth']} (shortcut B")
+    else:
+        assert line.startswith(spec.describe())

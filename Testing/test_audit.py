@@ -283,7 +283,9 @@ def test_the_audit_report_is_json_friendly_and_its_page_carries_the_caveat(a_coh
     assert "| collapsed | forget |" in page and "**over-forgotten**" in page
     assert "unlearned, epoch 50" in page
     assert report.caveat in page and "1/(n+1) = 0.25" in page
-    assert "interval has no width" in page  # AUC 1.0 on 4 vs 3 subjects: CI [1, 1]
+    # AUC 1.0 on 4 vs 3 subjects: one labelling of C(7, 4) = 35 is as extreme
+    assert report.attack.auc_p_exact and report.attack.auc_p_value == pytest.approx(1 / 35)
+    assert "permutation p = 0.0286, exact" in page
 
 
 def test_an_audit_without_held_out_subjects_explains_how_to_get_them():

@@ -23,6 +23,7 @@ from conftest import (
 from MachineUnlearningLib.app.cli import main
 from MachineUnlearningLib.data.cohort import DEFAULT_MODALITIES, discover_cohort
 from MachineUnlearningLib.data.labels import get_label_policy
+from MachineUnlearningLib.data.patches import Sampling
 from MachineUnlearningLib.data.transform_chain import TransformChain, chain_from_config
 from MachineUnlearningLib.data.volumes import load_subject
 from MachineUnlearningLib.model.bundle import read_bundle
@@ -71,7 +72,9 @@ def test_a_zoo_bundle_gives_its_network_labels_and_preprocessing(a_unet_bundle):
     ]
     assert bundle.chain.passed_through == ("LoadImaged", "EnsureChannelFirstd", "EnsureTyped")
     assert bundle.chain.pad_to_multiple == (4, 4, 4)  # the UNet's two stride-2 levels
-    assert any("SlidingWindowInferer" in note for note in bundle.notes)
+    assert bundle.sampling == Sampling(
+        sampling="patches", patch_size=(32, 32, 16), window_overlap=0.5
+    )
     assert (bundle.name, bundle.version) == ("Tiny brain tissue segmentation", "0.1.0")
     model = bundle.load_network()
     saved = torch.load(a_unet_bundle / "models" / "model.pt", weights_only=True)
@@ -289,7 +292,11 @@ def a_bundle_flow(a_tiny_cohort, tmp_path_factory):
     """train --bundle (fine-tune), unlearn --bundle the result (noisy-label), evaluate --bundle
     the unlearned bundle: the CLI in this process, one event stream per command."""
     root = tmp_path_factory.mktemp("bundle-flow")
-    bundle = write_zoo_bundle(root / "tiny_unet_bundle", dict(UNET))
+    # whole volumes (SimpleInferer): this flow's direction thresholds were set for them; the
+    # zoo's SlidingWindowInferer (patches) is Testing/test_patches.py's
+    bundle = write_zoo_bundle(
+        root / "tiny_unet_bundle", dict(UNET), inferer={"_target_": "SimpleInferer"}
+    )
     (bundle / "models" / "model.ts").write_bytes(b"a TorchScript export of the old weights")
     before = folder_hashes(bundle)
     common = ("--cohort", str(a_tiny_cohort), "--device", "cpu")
@@ -483,3 +490,12 @@ def test_the_checkpoint_summary_reads_a_bundle_folder(a_unet_bundle):
     assert summary["origin"] == "bundle" and summary["adapter"] == "monai-unet"
     assert summary["bundle"]["name"] == "Tiny brain tissue segmentation"
     assert "Spacingd" in summary["bundle"]["preprocessing"]
+
+
+def test_the_module_summary_line_names_the_bundle_and_its_outputs(a_unet_bundle):
+    from MachineUnlearningLib.app.queries import checkpoint_summary
+    from MachineUnlearningLib.model.summary import describe_checkpoint
+
+    line = checkpoint_summary(describe_checkpoint(a_unet_bundle))
+    assert line.startswith("MONAI bundle 'Tiny brain tissue segmentation'") and "None" not in line
+    assert "UNet" in line and "outputs: background, gray matter" in line

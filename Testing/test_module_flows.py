@@ -259,6 +259,8 @@ def test_a_finished_run_shows_metrics_chart_and_compare_views(
     assert len(charts) == 1 and charts[0].GetNumberOfPlotSeriesNodes() >= 2
     assert module.state.compare_subjects[0] == "070"
     assert module.state.has_results and "forget Dice" in module.state.results_summary
+    # the verdict against retrained models is shown, or why there is none
+    assert "Forgetting audit" in module.state.results_summary
     module.presenter.compare("070")
     assert ("show_comparison", None) in module.desktop.calls
     segmentations = module.nodes("vtkMRMLSegmentationNode")
@@ -373,6 +375,46 @@ def test_a_file_that_is_no_model_is_reported_by_the_worker(tmp_path):
     module.poll_until(lambda: "Cannot read" in module.state.model_summary, timeout_s=120)
     assert str(not_a_model) in module.state.model_summary
     assert "torch.save" in module.state.model_summary  # the engine's hint comes along
+
+
+# -- The Model section's MONAI bundle folder (issue 13, item 2) -------------------------------
+
+
+def test_a_bundle_folder_is_the_model_described_by_the_worker_and_apply_says_why(
+    a_tiny_cohort, tmp_path
+):
+    from conftest import TINY_NETWORKS, write_zoo_bundle
+    from MachineUnlearningLib.app.parameters import unlearning_job
+
+    network = {"_target_": "UNet", "spatial_dims": 3, "in_channels": 3, "out_channels": 4}
+    bundle = write_zoo_bundle(tmp_path / "bundle", {**network, **TINY_NETWORKS["monai-unet"]})
+    module = a_module_on(a_tiny_cohort, tmp_path, stand_in=False)
+    module.presenter.select_view_rows([view_row_of(module, "070")])
+    module.presenter.toggle_forget()
+    assert not module.state.apply_enabled and "MONAI bundle" in module.state.apply_tooltip
+    module.presenter.set_path("bundle", str(bundle))
+    assert module.pn.bundle == str(bundle) and module.state.bundle_text == str(bundle)
+    assert "background" in module.state.model_summary  # asked of the worker, not read here
+    module.poll_until(lambda: "MONAI bundle" in module.state.model_summary, timeout_s=120)
+    summary = module.state.model_summary
+    assert summary.startswith("MONAI bundle 'Tiny brain tissue segmentation' 0.1.0 (monai-unet")
+    assert "outputs: background, gray matter, white matter, cerebrospinal fluid" in summary
+    assert module.state.apply_enabled, module.state.apply_tooltip
+    job = unlearning_job(module.pn, module.presenter.subject_roles(), tmp_path / "run")
+    assert (job.bundle, job.checkpoint) == (str(bundle), None)
+
+    module.presenter.set_path("checkpoint", str(a_checkpoint_file(tmp_path)))
+    assert not module.state.apply_enabled and "not both" in module.state.apply_tooltip
+    module.presenter.set_path("checkpoint", "")
+    (tmp_path / "plain-folder").mkdir()
+    module.presenter.set_path("bundle", str(tmp_path / "plain-folder"))
+    assert not module.state.apply_enabled
+    assert "is not a MONAI bundle: it has no configs/ folder" in module.state.apply_tooltip
+    module.presenter.set_path("bundle", str(tmp_path / "gone"))
+    assert "does not exist" in module.state.apply_tooltip
+    assert "does not exist" in module.state.model_summary
+    module.presenter.set_path("bundle", str(bundle))
+    assert module.state.apply_enabled, module.state.apply_tooltip
 
 
 # -- Refresh devices never blocks (defect 6) ---------------------------------------------------

@@ -248,3 +248,21 @@ def test_the_page_shows_who_what_when_short_and_full_hashes_and_the_verdict(a_fi
     assert "indistinguishable (feature loss); 070: indistinguishable" in page
     assert "2025-01-02T10:00:00Z" in page and "070" in page
     assert "What this record does not prove" in page
+
+
+def test_the_forgetting_summary_names_the_verdict_or_why_there_is_none():
+    from MachineUnlearningLib.outputs.record import forgetting_summary
+
+    assert "not run (no reference-audit.json" in forgetting_summary(None)
+    missing = forgetting_summary({"method": "none", "reason": "the cache lacks 6 models"})
+    assert missing == "Forgetting audit: not run: the cache lacks 6 models."
+    text = forgetting_summary(
+        {
+            "subject": "070",
+            "verdict": "forgotten",
+            "unlearned": {"p_equivalence": 0.004, "margin_sds": 3.0, "gap_sds": 0.4},
+            "original": {"verdict": "still remembered"},
+        }
+    )
+    assert "070" in text and "FORGOTTEN" in text and "p = 0.004" in text
+    assert "doing nothing: still remembered" in text

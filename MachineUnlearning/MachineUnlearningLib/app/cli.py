@@ -148,8 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument(
         "--stop-when-indistinguishable",
         action="store_true",
-        help="evaluate every epoch; stop once the forget subjects are "
-        "indistinguishable from held-out subjects (needs >= 2 held-out)",
+        help="evaluate every epoch; with the forget subject's references: stop at the first "
+        "epoch within the target band of the first reference seed's retrain (else rewind to "
+        "the closest), then certify once with the other seeds; without references: stop once "
+        "it is indistinguishable from held-out subjects (needs >= 2 held-out)",
     )
     unlearn.add_argument(
         "--stop-retain-tolerance",
@@ -170,6 +172,24 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="membership-inference audit of a model")
     _add_common(audit)
     _add_roles(audit)
+    for parser_ in (unlearn, audit):
+        parser_.add_argument(
+            "--references",
+            choices=("cached", "auto", "none"),
+            default="cached",
+            help="audit each forget subject against its own leave-one-out retrains and the "
+            "originals from the retrain cache: 'cached' uses what is there (never trains), "
+            "'auto' trains what is missing (one model per seed each, cost printed first), "
+            "'none' skips it (cached)",
+        )
+        parser_.add_argument(
+            "--reference-seeds",
+            nargs="+",
+            type=int,
+            default=[0, 1, 2],
+            metavar="SEED",
+            help="seeds of the reference ensemble (0 1 2)",
+        )
 
     verify = sub.add_parser("verify-record", help="re-hash the files of a deletion record")
     verify.add_argument("record", type=Path, help="deletion-record.json")
@@ -266,6 +286,8 @@ def job_from_args(args: argparse.Namespace):
         stop_retain_tolerance=getattr(args, "stop_retain_tolerance", 0.05),
         reference=getattr(args, "reference", None),
         bundle=args.bundle,
+        references=getattr(args, "references", "cached"),
+        reference_seeds=getattr(args, "reference_seeds", [0, 1, 2]),
     )
 
 

@@ -32,6 +32,7 @@ _WHAT = {
     "unlearned.pt": "unlearned.pt (the unlearned model)",
     "metrics.json": "metrics.json (per-subject Dice and MAE)",
     "audit.json": "audit.json (per-subject membership signals)",
+    "reference-audit.json": "reference-audit.json (the audit against retrained models)",
     "job.json": "job.json (the run's settings)",
 }
 

@@ -23,6 +23,7 @@ class Parameters(Protocol):
     """
 
     checkpoint: str
+    bundle: str
     cohort: str
     output: str
     strategy: str
@@ -55,8 +56,9 @@ def unlearning_problem(parameters: Parameters, roles: Mapping[str, str]) -> str:
 
     ``roles`` is the Cases table read by ``scene.table_to_subject_roles``.
     """
-    if not is_set(parameters.checkpoint) or not Path(parameters.checkpoint).is_file():
-        return "Choose the trained model (checkpoint) first, or train a baseline."
+    problem = model_problem(parameters)
+    if problem:
+        return problem
     if not is_set(parameters.cohort) or not Path(parameters.cohort).is_dir():
         return "Choose the cohort folder first, or generate the demo cohort."
     if parameters.subjectRoles is None or not roles:
@@ -71,6 +73,29 @@ def unlearning_problem(parameters: Parameters, roles: Mapping[str, str]) -> str:
     return ""
 
 
+def model_problem(parameters: Parameters) -> str:
+    """Why the Model section does not give one usable model yet ("" when it does): a project
+    checkpoint (a file) or a MONAI bundle folder, never both (the engine takes one)."""
+    checkpoint, bundle = is_set(parameters.checkpoint), is_set(parameters.bundle)
+    if checkpoint and bundle:
+        return "Choose either a trained model (checkpoint) or a MONAI bundle folder, not both."
+    if bundle:
+        folder = Path(parameters.bundle)
+        if not folder.is_dir():
+            return f"The bundle folder {folder} does not exist."
+        if not (folder / "configs").is_dir():
+            return f"{folder} is not a MONAI bundle: it has no configs/ folder."
+        return ""
+    if not checkpoint or not Path(parameters.checkpoint).is_file():
+        return "Choose the trained model (checkpoint) or a MONAI bundle first, or train a baseline."
+    return ""
+
+
+def model_path(parameters: Parameters) -> str:
+    """The model the Model section describes: the bundle folder if set, else the checkpoint."""
+    return path_text(parameters.bundle) or path_text(parameters.checkpoint)
+
+
 def unlearning_job(
     parameters: Parameters,
     roles: Mapping[str, str],
@@ -83,7 +108,8 @@ def unlearning_job(
         command="unlearn",
         cohort=str(parameters.cohort),
         output=str(output),
-        checkpoint=str(parameters.checkpoint),
+        checkpoint=path_text(parameters.checkpoint) or None,
+        bundle=path_text(parameters.bundle) or None,
         forget_ids=[s for s, r in roles.items() if r == "forget"],
         retain_ids=[s for s, r in roles.items() if r == "retain"],
         held_out_ids=held_out or None,

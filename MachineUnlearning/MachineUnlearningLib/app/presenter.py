@@ -25,6 +25,7 @@ from MachineUnlearningLib.app.parameters import (
     Parameters,
     baseline_job,
     is_set,
+    model_path,
     path_text,
     unlearning_job,
     unlearning_problem,
@@ -119,7 +120,7 @@ class Presenter:
             self.parameters.device = value
 
     def set_path(self, name: str, text: str) -> None:
-        """What the ``checkpoint``, ``cohort`` or ``output`` path box now holds.
+        """What the ``checkpoint``, ``bundle``, ``cohort`` or ``output`` path box now holds.
 
         The text the box was given by :meth:`refresh` (e.g. the default output folder) is no
         edit: opening the module must not change the scene.
@@ -148,6 +149,7 @@ class Presenter:
             state.devices += ((pn.device, f"{pn.device} (not listed yet: Refresh)"),)
         state.strategy_description = dict(state.strategies).get(pn.strategy, "")
         state.checkpoint_text = path_text(pn.checkpoint)
+        state.bundle_text = path_text(pn.bundle)
         state.cohort_text = path_text(pn.cohort)
         state.output_text = path_text(pn.output) or str(self.output_root)  # default stated
         if state.cohort_text != self._listed_cohort:
@@ -160,9 +162,10 @@ class Presenter:
         present = set(self.cases.roles_or_empty(pn.subjectRoles))
         state.selected_subjects = tuple(s for s in state.selected_subjects if s in present)
         state.selection_text = self._selection_text()
-        if state.checkpoint_text != self._described:
-            self._described = state.checkpoint_text
-            self._describe(state.checkpoint_text)
+        described = model_path(pn)
+        if described != self._described:
+            self._described = described
+            self._describe(described)
         self._update_buttons()
 
     def _update_buttons(self) -> None:
@@ -354,7 +357,11 @@ class Presenter:
         state, metrics = self.state, self.session.results.metrics
         state.status = text
         if status == "ok" and kind == "unlearn" and metrics:
-            state.results_summary = results.results_summary(metrics)
+            state.results_summary = (
+                results.results_summary(metrics)
+                + "\n"
+                + results.verdict_text(self.session.results.forgetting)
+            )
             state.compare_subjects = tuple(results.comparable_subjects(metrics))
             state.show_results = True
         self._update_buttons()

@@ -188,11 +188,14 @@ def _torch_installed() -> bool:
 
 
 def describe_checkpoint(board: QueryBoard, path: str, show: Callable[[str], None]) -> str:
-    """What the model summary says now; the worker's answer comes later through ``show``."""
+    """What the model summary says now; the worker's answer comes later through ``show``.
+
+    ``path`` is a checkpoint file or a MONAI bundle folder (``describe-checkpoint`` reads both).
+    """
     board.cancel("describe")
     if not path:
-        return "No model selected: choose a checkpoint or train a baseline."
-    if not Path(path).is_file():
+        return "No model selected: choose a checkpoint or a MONAI bundle, or train a baseline."
+    if not Path(path).exists():
         return f"{path} does not exist."
     if not _torch_installed():
         return f"{NO_TORCH} The model is described after that."
@@ -232,14 +235,31 @@ def device_choices(gpus: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
 
 
 def checkpoint_summary(description: Mapping[str, Any]) -> str:
-    """One line from ``describe-checkpoint``: architecture, labels, trained-on subjects."""
+    """One line from ``describe-checkpoint``: architecture, labels, trained-on subjects.
+
+    A MedicalNet ResNet is named by its depth, shortcut and width; any other adapter (and a
+    MONAI bundle) by ``architecture``, the worker's ``ModelSpec.describe()`` /
+    ``Bundle.describe()`` (``model/summary.py``).
+    """
+    if description.get("adapter", "medicalnet") == "medicalnet" and description.get("depth"):
+        architecture = (
+            f"MedicalNet ResNet-{description.get('depth')} (shortcut "
+            f"{description.get('shortcut_type')}, width {description.get('base_width')})"
+        )
+    else:
+        architecture = str(description.get("architecture") or description.get("adapter"))
     text = (
-        f"MedicalNet ResNet-{description.get('depth')} (shortcut "
-        f"{description.get('shortcut_type')}, width {description.get('base_width')}), "
-        f"{description.get('in_channels')} input(s), {description.get('num_classes')} classes"
+        f"{architecture}, {description.get('in_channels')} input(s), "
+        f"{description.get('num_classes')} classes"
     )
+    bundle = description.get("bundle") or {}
+    named = [n for n in bundle.get("label_names") or [] if n]
+    if named:
+        text += f"; outputs: {', '.join(named)}"
     if description.get("label_policy"):
         text += f"; labels: {description['label_policy']}"
+    if description.get("sampling") not in (None, "whole volumes"):
+        text += f"; {description['sampling']}"
     trained_on = description.get("trained_on") or []
     if trained_on:
         text += f"; trained on {len(trained_on)} subject(s): {', '.join(trained_on)}"

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from MachineUnlearningLib.app import scene as mrml
+from MachineUnlearningLib.outputs.record import forgetting_summary
+
+REFERENCE_AUDIT_FILE = "reference-audit.json"
 
 ROLE_ORDER = {"forget": 0, "retain": 1, "held-out": 2}
 
@@ -70,6 +73,22 @@ def results_summary(metrics: Mapping[str, Any]) -> str:
         f"{number('retain_preservation_pct', '.1f')} %, Dice gap {number('dice_gap', '.3f')}, "
         f"MAE gap {number('mae_gap', '.3f')}"
     )
+
+
+def read_forgetting(run: Path | str) -> dict | None:
+    """The run's audit against retrained models (``reference-audit.json``), None if absent."""
+    path = Path(run) / REFERENCE_AUDIT_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return {"method": "none", "reason": f"{path} is not valid JSON"}
+
+
+def verdict_text(forgetting: Mapping[str, Any] | None) -> str:
+    """What the module shows under the summary: the verdict against retrained models."""
+    return forgetting_summary(forgetting)
 
 
 def comparable_subjects(metrics: Mapping[str, Any]) -> list[str]:

@@ -45,6 +45,7 @@ class Results:
     chart: Any = None
     nodes: list = field(default_factory=list)
     comparison: list = field(default_factory=list)
+    forgetting: dict | None = None
 
 
 class RunSession:
@@ -169,11 +170,13 @@ class RunSession:
         pn, output = self._run.parameters, Path(job.output)
         if job.command in ("train", "retrain"):
             pn.checkpoint = str(outputs.get("checkpoint") or output / "model.pt")
+            pn.bundle = ""  # the new baseline is the model now, not a bundle chosen before
             return
         self.clear_results(pn)
         metrics = outputs.get("metrics") or output / "metrics.json"
         imported = results.import_metrics(self.scene, metrics)
         self.results = Results(imported.metrics, imported.chart, imported.nodes())
+        self.results.forgetting = results.read_forgetting(output)
         pn.resultsTable = imported.table
         pn.lastRun = str(output)
         self.show_plot()

@@ -28,6 +28,7 @@ class ViewState:
     can_open_output_folder: bool = False
     can_delete_outputs: bool = False
     checkpoint_text: str = ""
+    bundle_text: str = ""
     cohort_text: str = ""
     output_text: str = ""
     model_summary: str = ""

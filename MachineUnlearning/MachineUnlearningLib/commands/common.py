@@ -7,11 +7,13 @@ checkpoint would carry (label policy, modalities, preprocessing) and, for a bund
 The command modules (``train``, ``evaluate``, ``audit``, ``unlearn``, ``reference``, ``demo``)
 use only this module and the layers below ``commands/``; no command imports another's module
 except through the function it documents (``retrains`` trains through ``train``, ``reference``
-through ``retrains``), so there is no import circle.
+through ``retrains``, ``references`` through ``retrains`` and ``reference.original_recipe``;
+``unlearn`` and ``audit`` use ``references``), so there is no import circle.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from MachineUnlearningLib.data.cohort import (
     select_subjects,
 )
 from MachineUnlearningLib.data.labels import LabelPolicy
+from MachineUnlearningLib.data.patches import FIELDS as SAMPLING_KEYS
+from MachineUnlearningLib.data.patches import Sampling
 from MachineUnlearningLib.data.preprocessing import Preprocessing
 from MachineUnlearningLib.data.samples import SampleSource
 from MachineUnlearningLib.data.transform_chain import TransformChain, preprocessing_from_dict
@@ -44,8 +48,12 @@ MODEL_FILE = "model.pt"
 UNLEARNED_FILE = "unlearned.pt"
 BUNDLE_FOLDER = "bundle"
 FINAL_OUTPUTS = (MODEL_FILE, UNLEARNED_FILE, "metrics.json", BUNDLE_FOLDER)
-# The settings a --bundle job reads from ``config``: which cohort data feed the network.
-BUNDLE_SETTINGS = ("label_policy", "modalities")
+# The settings a --bundle job reads from ``config``: which cohort data feed the network, and
+# how often a training patch is centred on foreground (a bundle's inference config, the one
+# the engine reads, does not say).
+BUNDLE_SETTINGS = ("label_policy", "modalities", "positive_fraction")
+# The sampling settings a bundle's own inferer fixes (``model/bundle.py``).
+BUNDLE_SAMPLING_FIXED = tuple(k for k in SAMPLING_KEYS if k not in BUNDLE_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,8 @@ class JobModel:
             training_history and, for a bundle, ``bundle`` (what it is and its file hashes).
         preprocessing: the engine's :class:`Preprocessing` or a bundle's transform chain.
         bundle: the MONAI bundle, for ``--bundle`` jobs; else None.
+        sampling: whole volumes, or patches with sliding-window inference (how it was
+            trained; a checkpoint's ``sampling`` metadata or a bundle's inferer).
         input_file: the weights file read (the checkpoint, or the bundle's models/model.pt).
         label: a short name for reports ("model.pt", "bundle 'spleen' 0.2.0").
     """
@@ -129,6 +139,7 @@ class JobModel:
     bundle: Bundle | None
     input_file: Path
     label: str
+    sampling: Sampling = Sampling()
 
 
 def load_model_for_job(job: JobSpec, device: torch.device, sink: EventSink) -> JobModel:
@@ -152,6 +163,7 @@ def load_model_for_job(job: JobSpec, device: torch.device, sink: EventSink) -> J
         bundle=None,
         input_file=Path(job.checkpoint),
         label=Path(job.checkpoint).name,
+        sampling=Sampling.from_dict(meta.get("sampling")),
     )
 
 
@@ -167,6 +179,7 @@ def _bundle_model(job: JobSpec, device: torch.device, sink: EventSink) -> JobMod
     policy = bundle_policy(bundle, job.config, sink)
     modalities = bundle.modalities(job.config.get("modalities"))
     model = bundle.load_network(device)
+    sampling = bundle_sampling(bundle, job.config)
     metadata = {
         "label_policy": policy.name,
         "modalities": list(modalities),
@@ -175,8 +188,23 @@ def _bundle_model(job: JobSpec, device: torch.device, sink: EventSink) -> JobMod
         "subject_ids": {},
         "training_history": [],
     }
-    sink.emit("phase", name="load", detail=f"{bundle.describe()}; {bundle.chain.describe()}")
-    return JobModel(model, bundle.spec, metadata, bundle.chain, bundle, bundle.weights, bundle.name)
+    if sampling.patches:
+        metadata["sampling"] = sampling.to_dict()
+    sink.emit(
+        "phase",
+        name="load",
+        detail=f"{bundle.describe()}; {bundle.chain.describe()}; {sampling.describe()}",
+    )
+    return JobModel(
+        model, bundle.spec, metadata, bundle.chain, bundle, bundle.weights, bundle.name, sampling
+    )
+
+
+def bundle_sampling(bundle: Bundle, config: dict[str, Any]) -> Sampling:
+    """The bundle's sampling (its inferer's), with the job's ``positive_fraction`` if given."""
+    if "positive_fraction" not in config:
+        return bundle.sampling
+    return dataclasses.replace(bundle.sampling, positive_fraction=config["positive_fraction"])
 
 
 def bundle_policy(bundle: Bundle, config: dict[str, Any], sink: EventSink) -> LabelPolicy:
@@ -205,14 +233,18 @@ def sample_source(
     policy: LabelPolicy,
     preprocessing: Preprocessing | TransformChain,
     spec: ModelSpec,
+    sampling: Sampling | None = None,
 ) -> SampleSource:
-    """The samples of ``subjects`` as the network ``spec`` needs them (its logit grid)."""
+    """The samples of ``subjects`` as the network ``spec`` needs them (its logit grid), whole
+    or as patches / windows (``sampling``; None = whole volumes)."""
     output_shape = (
         spec.output_shape(preprocessing.input_size)
         if isinstance(preprocessing, Preprocessing)
         else None
     )
-    return SampleSource(subjects, modalities, policy, preprocessing, output_shape=output_shape)
+    return SampleSource(
+        subjects, modalities, policy, preprocessing, output_shape=output_shape, sampling=sampling
+    )
 
 
 def emit_metrics(sink: EventSink, evaluation: Evaluation) -> None:

@@ -32,6 +32,7 @@ def run_demo(output: Path, device: str, sink: EventSink) -> dict[str, str]:
     from MachineUnlearningLib.commands import run_job
     from MachineUnlearningLib.commands.common import MODEL_FILE
     from MachineUnlearningLib.data.synthetic import make_cohort
+    from MachineUnlearningLib.outputs.record import forgetting_summary
 
     output = Path(output)
     cohort = output / "cohort"
@@ -72,6 +73,9 @@ def run_demo(output: Path, device: str, sink: EventSink) -> dict[str, str]:
     )
     outputs = run_job(job, sink)
     print(summary_table(json.loads(Path(outputs["metrics"]).read_text())), file=sys.stderr)
+    audit = outputs.get("reference_audit")
+    document = json.loads(Path(audit).read_text()) if audit else None
+    print(f"\n{forgetting_summary(document)}", file=sys.stderr)
     print(f"\nReport: {outputs['report']}", file=sys.stderr)
     return outputs
 

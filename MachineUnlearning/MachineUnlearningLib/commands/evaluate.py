@@ -52,6 +52,7 @@ def evaluate_for_job(job: JobSpec, sink: EventSink, keep_predictions: bool):
         policy,
         job_model.preprocessing,
         job_model.spec,
+        job_model.sampling,
     )
     sink.emit("phase", name="evaluate", detail=f"{len(roles)} subjects")
     kept = tuple(roles) if keep_predictions else ()

@@ -33,6 +33,7 @@ __all__ = [
     "CACHE_ENV",
     "cache_root",
     "evaluate_reference",
+    "original_recipe",
     "recipe_overrides",
     "reference_section",
     "retrained_reference",
@@ -48,12 +49,37 @@ def recipe_overrides(recipe: dict) -> dict:
     }
     flat |= model_overrides(recipe["model"])
     flat |= recipe["preprocessing"]
+    flat |= recipe.get("sampling") or {}  # absent: whole volumes
     flat |= {k: v for k, v in recipe["training"].items() if k != "seed"}
     return flat
 
 
 def retrained_reference(job: JobSpec, metadata: dict, sink: EventSink) -> Path:
     """Path of the cached retrained model for ``job``'s forget set; trains it when absent."""
+    config, seed = original_recipe(job, metadata)
+    subjects = discover_cohort(job.cohort)
+    roles = resolve_roles(subjects, job)
+    request = RetrainRequest(
+        cohort=job.cohort,
+        config=config,
+        trained_on=tuple(roles.retain),
+        seed=seed,
+        left_out=tuple(job.forget_ids),
+    )
+    cached = cached_model(request, sink, job.device, str(job.cancel_path), subjects)
+    if cached.reused:
+        sink.emit(
+            "phase", name="reference", detail=f"reusing the retrained reference {cached.path}"
+        )
+    return cached.path
+
+
+def original_recipe(job: JobSpec, metadata: dict) -> tuple[dict, int]:
+    """``(flat config, seed)`` the original model was trained with, from its metadata.
+
+    Raises InvalidInputError (naming the fix) for a bundle, a checkpoint without its recipe
+    or one that started from a pretrained backbone file (which it does not contain).
+    """
     if metadata.get("bundle"):
         raise InvalidInputError(
             "reference: the model came from a MONAI bundle, whose training recipe the engine "
@@ -73,23 +99,7 @@ def retrained_reference(job: JobSpec, metadata: dict, sink: EventSink) -> Path:
             "checkpoint names but does not contain.",
             hint="Run 'machine-unlearning retrain --checkpoint BACKBONE ...' and pass the result.",
         )
-    config = recipe_overrides(metadata["recipe"])
-    seed = int(baseline.get("seed", 0))
-    subjects = discover_cohort(job.cohort)
-    roles = resolve_roles(subjects, job)
-    request = RetrainRequest(
-        cohort=job.cohort,
-        config=config,
-        trained_on=tuple(roles.retain),
-        seed=seed,
-        left_out=tuple(job.forget_ids),
-    )
-    cached = cached_model(request, sink, job.device, str(job.cancel_path), subjects)
-    if cached.reused:
-        sink.emit(
-            "phase", name="reference", detail=f"reusing the retrained reference {cached.path}"
-        )
-    return cached.path
+    return recipe_overrides(metadata["recipe"]), int(baseline.get("seed", 0))
 
 
 def evaluate_reference(
@@ -104,7 +114,7 @@ def evaluate_reference(
         retrained_reference(job, metadata, sink) if job.reference == "auto" else Path(job.reference)
     )
     loaded = load_checkpoint(path, device=device)
-    for key in ("label_policy", "modalities", "preprocessing"):
+    for key in ("label_policy", "modalities", "preprocessing", "sampling"):
         if loaded.metadata.get(key) != metadata.get(key):
             raise InvalidInputError(
                 f"reference: {path} differs from the original model in {key}.",

@@ -195,13 +195,14 @@ def cached_model(
     one cohort are asked for.
     """
     subjects = list(subjects) if subjects is not None else discover_cohort(request.cohort)
+    label = _describe(request)
+    found = find_cached(request, subjects)
+    if found is not None:
+        sink.emit("phase", name="retrain-cache", detail=f"reusing the {label}: {found.path}")
+        return found
     key = request_key(request, subjects)
     folder = cache_root() / "retrains" / _key_hash(key)
     model = folder / MODEL_FILE
-    label = _describe(request)
-    if model.exists():
-        sink.emit("phase", name="retrain-cache", detail=f"reusing the {label}: {model}")
-        return CachedModel(model, request, True, _timing(folder), key)
     folder.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".partial-{folder.name}-", dir=folder.parent))
     sink.emit("phase", name="retrain-cache", detail=f"training the {label} (cached in {folder})")
@@ -240,6 +241,20 @@ def cached_model(
         if partial.exists():
             shutil.rmtree(partial, ignore_errors=True)
     return CachedModel(model, request, False, _timing(folder), key)
+
+
+def find_cached(request: RetrainRequest, subjects: Sequence[Subject]) -> CachedModel | None:
+    """The cached model for ``request`` if it is in the cache; never trains."""
+    key = request_key(request, subjects)
+    folder = cache_root() / "retrains" / _key_hash(key)
+    if not (folder / MODEL_FILE).exists():
+        return None
+    return CachedModel(folder / MODEL_FILE, request, True, _timing(folder), key)
+
+
+def key_hash(cached: CachedModel) -> str:
+    """The short hash naming ``cached``'s cache folder (what a deletion record cites)."""
+    return _key_hash(cached.key)
 
 
 def training_subjects(cohort: str | Path) -> list[str]:
@@ -326,6 +341,7 @@ def score_models(
     of its training set) or ``held-out``. Scores are cached in each model's ``scores.json``.
     """
     from MachineUnlearningLib.data.labels import get_label_policy
+    from MachineUnlearningLib.data.patches import Sampling
     from MachineUnlearningLib.data.preprocessing import Preprocessing
     from MachineUnlearningLib.data.samples import SampleSource
     from MachineUnlearningLib.evaluation.predict import evaluate_model
@@ -345,7 +361,9 @@ def score_models(
             loaded = load_checkpoint(cached.path, device=torch_device)
             meta = loaded.metadata
             signature = json.dumps(
-                [meta["label_policy"], meta["modalities"], meta["preprocessing"]], sort_keys=True
+                [meta["label_policy"], meta["modalities"], meta["preprocessing"]]
+                + ([meta["sampling"]] if meta.get("sampling") else []),
+                sort_keys=True,
             )
             if signature not in sources:
                 sources[signature] = SampleSource(
@@ -353,6 +371,7 @@ def score_models(
                     tuple(meta["modalities"]),
                     get_label_policy(meta["label_policy"]),
                     Preprocessing.from_dict(meta["preprocessing"]),
+                    sampling=Sampling.from_dict(meta.get("sampling")),
                 )
             roles = {i: _role(cached.request, i) for i in missing}
             evaluation = evaluate_model(

@@ -20,10 +20,12 @@ import torch
 
 from MachineUnlearningLib.commands.common import (
     BUNDLE_FOLDER,
+    BUNDLE_SAMPLING_FIXED,
     BUNDLE_SETTINGS,
     MODEL_FILE,
     bundle_metadata,
     bundle_policy,
+    bundle_sampling,
     emit_metrics,
     metrics_document,
     prepare_output,
@@ -78,7 +80,8 @@ def job_recipe(job: JobSpec, bundle: Bundle | None, sink: EventSink) -> Recipe:
     settings = {k: v for k, v in job.config.items() if k != "recipe"}
     if bundle is not None:
         preprocessing_keys = {f.name for f in dataclasses.fields(Preprocessing)}
-        fixed = sorted(k for k in settings if is_model_key(k) or k in preprocessing_keys)
+        bundle_fixed = preprocessing_keys | set(BUNDLE_SAMPLING_FIXED)
+        fixed = sorted(k for k in settings if is_model_key(k) or k in bundle_fixed)
         if fixed:
             raise InvalidInputError(
                 f"config: {fixed} do not apply with --bundle: the network and preprocessing "
@@ -95,6 +98,7 @@ def job_recipe(job: JobSpec, bundle: Bundle | None, sink: EventSink) -> Recipe:
             modalities=bundle.modalities(job.config.get("modalities")),
             model=bundle.spec,
             preprocessing=bundle.chain,
+            sampling=bundle_sampling(bundle, job.config),
         )
     return recipe
 
@@ -141,6 +145,7 @@ def train_baseline(job: JobSpec, sink: EventSink) -> dict[str, str]:
         policy,
         recipe.preprocessing,
         recipe.model,
+        recipe.sampling,
     )
     model = build_model(recipe, job, sink, job.seed, bundle)
     sink.emit(
@@ -203,6 +208,8 @@ def train_baseline(job: JobSpec, sink: EventSink) -> dict[str, str]:
             }
         ],
     }
+    if recipe.sampling.patches:
+        metadata["sampling"] = recipe.sampling.to_dict()
     if bundle is not None:
         metadata["bundle"] = bundle_metadata(bundle)
     model_path = output / MODEL_FILE

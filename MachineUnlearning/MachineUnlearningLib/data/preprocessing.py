@@ -100,6 +100,8 @@ class PreparedSample:
         restore: how this sample's output-grid probabilities (C, d, h, w) go back to the
             original grid (C, D, H, W); None = the crop-box inverse of
             :func:`restore_probabilities` (a bundle's transform chain brings its own).
+        patch_centre: for a training patch (``data/patches.py``), its centre voxel in the
+            (padded) prepared volume; None for a whole sample or a window.
     """
 
     image: torch.Tensor
@@ -107,6 +109,7 @@ class PreparedSample:
     box: Box
     grid_shape: tuple[int, int, int]
     restore: Callable[[torch.Tensor], torch.Tensor] | None = None
+    patch_centre: tuple[int, int, int] | None = None
 
 
 def foreground_box(
@@ -185,8 +188,12 @@ def prepare_sample(
     box: Box | None = None,
     class_ids: np.ndarray | None = None,
     output_shape: tuple[int, int, int] | None = None,
+    resize: bool = True,
 ) -> PreparedSample:
     """Crop, resize and normalise one subject (``box`` overrides the foreground box).
+
+    ``resize=False`` (patch sampling, ``data/patches.py``) keeps the crop at the original
+    resolution: image and target are on the crop box's grid.
 
     ``class_ids`` (D, H, W), when given, is ``policy.apply(volumes.raw_label)`` computed once
     by the caller (a sample source re-cropping the same subject), so it is not recomputed.
@@ -202,12 +209,16 @@ def prepare_sample(
         )
     cropped = torch.from_numpy(np.ascontiguousarray(_crop(volumes.image, box)))
     mode = preprocessing.image_interpolation
-    resized = F.interpolate(
-        cropped[None].float(),
-        size=preprocessing.input_size,
-        mode=mode,
-        **({"align_corners": False} if mode == "trilinear" else {}),
-    )[0]
+    resized = (
+        F.interpolate(
+            cropped[None].float(),
+            size=preprocessing.input_size,
+            mode=mode,
+            **({"align_corners": False} if mode == "trilinear" else {}),
+        )[0]
+        if resize
+        else cropped.float()
+    )
     image = _normalise(resized)
     target = None
     if policy is not None and volumes.raw_label is not None:
@@ -217,6 +228,8 @@ def prepare_sample(
             else np.ascontiguousarray(_crop(class_ids, box))
         )
         classes = torch.from_numpy(cropped_classes)
+        if not resize:
+            return PreparedSample(image=image, target=classes.long(), box=box, grid_shape=grid)
         size = preprocessing.input_size
         if preprocessing.target_grid == "output":
             if output_shape is None:

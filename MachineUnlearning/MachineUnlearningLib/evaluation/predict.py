@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from MachineUnlearningLib.data.patches import SLIDING_WINDOW, sliding_window_logits
 from MachineUnlearningLib.data.preprocessing import class_targets_on_grid, restore_probabilities
 from MachineUnlearningLib.data.samples import SampleSource
 from MachineUnlearningLib.evaluation.audit import SubjectSignals
@@ -63,11 +64,16 @@ class Evaluation:
 def predict_probabilities(
     model: torch.nn.Module, source: SampleSource, subject_id: str, device: torch.device
 ) -> torch.Tensor:
-    """(C, D, H, W) softmax probabilities of ``model`` for one subject, on its original grid."""
+    """(C, D, H, W) softmax probabilities of ``model`` for one subject, on its original grid:
+    one pass over the whole sample or, for a patch-trained model, sliding windows over it."""
     sample = source.sample(subject_id)
     model.eval()
     with translate_out_of_memory("inference"):
-        logits = model(sample.image[None].to(device))
+        image = sample.image[None].to(device)
+        if source.sampling.inference == SLIDING_WINDOW:
+            logits = sliding_window_logits(model, image, source.sampling)
+        else:
+            logits = model(image)
     probabilities = torch.softmax(logits.float(), dim=1)[0].cpu()
     return restore_probabilities(probabilities, sample)
 

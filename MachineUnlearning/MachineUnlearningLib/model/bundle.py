@@ -13,7 +13,14 @@ cannot honour faithfully is refused with InvalidInputError (exit 2) naming the c
 network with no adapter (``network_def#_target_``), sigmoid multi-label outputs
 (``postprocessing#transforms#<i>#sigmoid``), a missing weights file (``models/model.pt``),
 weights that do not fit the network (the keys listed), preprocessing it cannot run
-(``preprocessing#transforms#<i>``, ``data/transform_chain.py``).
+(``preprocessing#transforms#<i>``, ``data/transform_chain.py``), an inferer other than
+``SimpleInferer`` / ``SlidingWindowInferer`` (``inferer#_target_``) or an inferer argument that
+would change what the engine predicts (``inferer#<argument>``).
+
+A ``SlidingWindowInferer`` is honoured: the bundle's model was trained on patches of its
+``roi_size``, so the engine trains (fine-tunes, unlearns) it on such patches and predicts with
+``sliding_window_inference`` at its ``overlap``, ``sw_batch_size``, ``mode`` and
+``sigma_scale`` (``data/patches.py``).
 
 Written back by ``model/bundle_writer.py``: a copy of the bundle folder with the new weights
 in ``models/model.pt``, ``configs/metadata.json`` given a new version and a changelog entry, and
@@ -31,6 +38,7 @@ from typing import Any
 
 from MachineUnlearningLib.data.cohort import MODALITY_FILES
 from MachineUnlearningLib.data.labels import LABEL_POLICIES, LabelPolicy
+from MachineUnlearningLib.data.patches import PATCHES, Sampling
 from MachineUnlearningLib.data.transform_chain import (
     CONFIG_SYNTAX_KEYS,
     IMAGE,
@@ -63,7 +71,9 @@ class Bundle:
             index = channel; "" where the metadata gives none.
         input_names: input channel names (``...#inputs#image#channel_def``), as given.
         chain: the honoured preprocessing.
-        notes: what the bundle asks that the engine does differently (e.g. its inferer).
+        sampling: whole volumes (``SimpleInferer`` or none) or patches of the
+            ``SlidingWindowInferer``'s ``roi_size`` with sliding-window inference.
+        notes: what the bundle asks that the engine does differently.
     """
 
     root: Path
@@ -74,6 +84,7 @@ class Bundle:
     label_names: tuple[str, ...]
     input_names: tuple[str, ...]
     chain: TransformChain
+    sampling: Sampling = Sampling()
     notes: tuple[str, ...] = ()
 
     @property
@@ -159,6 +170,7 @@ class Bundle:
             "label_names": list(self.label_names),
             "input_names": list(self.input_names),
             "notes": list(self.notes),
+            "inference": self.sampling.describe(),
         }
 
 
@@ -214,7 +226,7 @@ def read_bundle(root: str | os.PathLike) -> Bundle:
         label_names=label_names,
         input_names=input_names,
         chain=chain,
-        notes=_inferer_notes(reader, spec),
+        sampling=_inferer_sampling(reader, spec),
     )
 
 
@@ -357,18 +369,76 @@ def _given(reader: _ConfigReader, item: Mapping[str, Any], key: str, argument: s
     return reader.value(f"{key}#{argument}", item[argument]) not in (None, False)
 
 
-def _inferer_notes(reader: _ConfigReader, spec: ModelSpec) -> tuple[str, ...]:
-    if not reader.has("inferer"):
-        return ()
-    raw = reader.raw("inferer")
-    target = str(raw.get("_target_", "")) if isinstance(raw, Mapping) else str(raw)
-    if target.rsplit(".", 1)[-1] in ("SimpleInferer", ""):
-        return ()
-    divisor = list(spec.size_divisor)
-    return (
-        f"inferer: {target.rsplit('.', 1)[-1]} is not honoured yet; the engine predicts whole "
-        f"volumes, padded to a multiple of {divisor}.",
-    )
+INFERER_KEY = "inferer"
+# SlidingWindowInferer arguments -> Sampling fields (MONAI 1.6's names).
+INFERER_ARGUMENTS = {
+    "roi_size": "patch_size",
+    "overlap": "window_overlap",
+    "sw_batch_size": "window_batch_size",
+    "mode": "window_mode",
+    "sigma_scale": "window_sigma_scale",
+}
+# Arguments that only say where or how fast the windows run, not what they predict.
+INFERER_PLACEMENT = (
+    "sw_device",
+    "device",
+    "progress",
+    "cache_roi_weight_map",
+    "cpu_thresh",
+    "buffer_steps",
+    "buffer_dim",
+)
+# Arguments honoured only at MONAI's default (the engine pads windows with zeros).
+INFERER_AT_DEFAULT = {"padding_mode": "constant", "cval": 0, "with_coord": False}
+
+
+def _inferer_sampling(reader: _ConfigReader, spec: ModelSpec) -> Sampling:
+    """Whole volumes for no inferer / ``SimpleInferer``; patches + sliding windows for a
+    ``SlidingWindowInferer``; anything else refused naming ``inferer#...``."""
+    if not reader.has(INFERER_KEY):
+        return Sampling()
+    key, raw = reader.follow(INFERER_KEY)
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("_target_"), str):
+        raise InvalidInputError(f"{key}: expected an inferer with a '_target_' class name.")
+    name = raw["_target_"].rsplit(".", 1)[-1]
+    if name == "SimpleInferer":
+        return Sampling()
+    if name != "SlidingWindowInferer":
+        raise InvalidInputError(
+            f"{key}#_target_: {raw['_target_']} is not honoured by the engine.",
+            hint="Honoured inferers: SimpleInferer (whole volumes) and SlidingWindowInferer.",
+        )
+    if "roi_size" not in raw:
+        raise InvalidInputError(f"{key}#roi_size: a SlidingWindowInferer needs its roi_size.")
+    fields: dict[str, Any] = {"sampling": PATCHES}
+    for argument, given in raw.items():
+        if argument in CONFIG_SYNTAX_KEYS or argument in INFERER_PLACEMENT:
+            continue
+        value = reader.value(f"{key}#{argument}", given)
+        if argument in INFERER_ARGUMENTS:
+            fields[INFERER_ARGUMENTS[argument]] = value
+        elif argument in INFERER_AT_DEFAULT and value == INFERER_AT_DEFAULT[argument]:
+            continue
+        else:
+            known = argument in INFERER_AT_DEFAULT
+            raise InvalidInputError(
+                f"{key}#{argument}: {argument}={value!r} is not honoured by the engine"
+                + (f" (only {INFERER_AT_DEFAULT[argument]!r})." if known else "."),
+                hint=f"Honoured: {', '.join(INFERER_ARGUMENTS)}; ignored (placement only): "
+                f"{', '.join(INFERER_PLACEMENT)}.",
+            )
+    size = fields["patch_size"]
+    if isinstance(size, (list, tuple)) and any(int(v) <= 0 for v in size):
+        raise InvalidInputError(
+            f"{key}#roi_size: {size} has a non-positive size (a whole axis); the engine needs "
+            "the window size on every axis."
+        )
+    try:
+        sampling = Sampling(**fields)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{key}: {exc.message}", hint=exc.hint) from None
+    spec.check_input_size(sampling.patch_size, f"{key}#roi_size")
+    return sampling
 
 
 def bundle_rules_markdown() -> str:
@@ -387,5 +457,26 @@ def bundle_rules_markdown() -> str:
         f"| {names(INTENSITY)} | run on the image |",
         "| `Rand*` | refused: random augmentation (samples are prepared deterministically) |",
         "| any other | refused, naming the key |",
+    ]
+    return "\n".join(lines)
+
+
+def inferer_rules_markdown() -> str:
+    """What the engine does with a bundle's ``inferer``, for docs/bring-your-own-model.md."""
+
+    def names(items) -> str:
+        return ", ".join(f"`{n}`" for n in items)
+
+    mapped = ", ".join(f"`{a}` -> `{f}`" for a, f in INFERER_ARGUMENTS.items())
+    at_default = ", ".join(f"`{a}` (only `{v}`)" for a, v in INFERER_AT_DEFAULT.items())
+    lines = [
+        "| `inferer` | what the engine does |",
+        "|---|---|",
+        "| none, `SimpleInferer` | whole volumes (`sampling: whole-volume`) |",
+        f"| `SlidingWindowInferer` | patches of its `roi_size` for training and unlearning, "
+        f"`sliding_window_inference` for predictions; honoured: {mapped}; ignored (where and "
+        f"how fast, not what): {names(INFERER_PLACEMENT)}; refused otherwise: {at_default}, "
+        "any other argument, a non-positive (whole-axis) `roi_size` |",
+        "| any other | refused, naming `inferer#_target_` |",
     ]
     return "\n".join(lines)

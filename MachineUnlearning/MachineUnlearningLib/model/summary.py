@@ -9,13 +9,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from MachineUnlearningLib.data.patches import Sampling
 from MachineUnlearningLib.model.adapters import DEFAULT_ADAPTER
 from MachineUnlearningLib.model.checkpoint import load_checkpoint
 
 
 def describe_checkpoint(path: str | os.PathLike) -> dict:
     """``adapter``, ``architecture`` (in words), ``label_policy``, ``modalities``,
-    ``trained_on``, ``origin``; for a MedicalNet ResNet also its ``ModelConfig`` fields
+    ``trained_on``, ``origin``, ``sampling`` (in words: whole volumes, or patches with
+    sliding-window inference); for a MedicalNet ResNet also its ``ModelConfig`` fields
     (``depth``, ``shortcut_type``, ...). A folder is read as a MONAI bundle (``origin``
     "bundle", with ``bundle``: name, version, label names, preprocessing, notes).
 
@@ -38,6 +40,7 @@ def describe_checkpoint(path: str | os.PathLike) -> dict:
         "modalities": metadata.get("modalities"),
         "trained_on": list((metadata.get("subject_ids") or {}).get("trained_on") or []),
         "origin": "bundle" if metadata.get("bundle") else metadata.get("origin", "project"),
+        "sampling": Sampling.from_dict(metadata.get("sampling")).describe(),
     }
 
 
@@ -54,5 +57,6 @@ def _describe_bundle(root: Path) -> dict:
         "modalities": list(bundle.input_names),
         "trained_on": [],
         "origin": "bundle",
+        "sampling": bundle.sampling.describe(),
         "bundle": {**bundle.record(), "preprocessing": bundle.chain.describe()},
     }

@@ -74,6 +74,7 @@ def build_deletion_record(
     metrics_after: Mapping[str, Any],
     audit: Mapping[str, Any] | None,
     guarantee: str,
+    forgetting_audit: Mapping[str, Any] | None = None,
     started_at: datetime | str,
     finished_at: datetime | str,
     notes: str = "",
@@ -90,7 +91,12 @@ def build_deletion_record(
             ``cohort_root`` and is stored relative to it (sorted).
         strategy, strategy_params: the unlearning preset and its resolved parameters.
         metrics_before, metrics_after: set-level numbers of the original and unlearned model.
-        audit: ``AuditReport.to_dict()`` of the unlearned model, or None if not run.
+        audit: ``AuditReport.to_dict()`` of the unlearned model (the secondary check against
+            never-seen subjects), or None if not run.
+        forgetting_audit: the audit against the forget subject's own references
+            (``commands/unlearn_checks.record_entry``): its verdict, the cache keys of the reference
+            models, the margin, the TOST p-value and the number of looks; ``{"verdict": None,
+            "reason": ...}`` when no references existed; None for runs that do not unlearn.
         guarantee: ``exact`` (retrain from scratch) or ``approximate`` (everything else).
         started_at, finished_at: datetimes (naive ones are taken as local time and converted
             to UTC) or ISO 8601 strings, stored as given.
@@ -128,6 +134,7 @@ def build_deletion_record(
         "strategy": {"name": str(strategy), "params": dict(strategy_params)},
         "software": software_versions(),
         "metrics": {"before": dict(metrics_before), "after": dict(metrics_after)},
+        "forgetting_audit": None if forgetting_audit is None else dict(forgetting_audit),
         "audit": None if audit is None else dict(audit),
         "guarantee": {"kind": guarantee, "meaning": GUARANTEES[guarantee]},
         "does_not_prove": list(NOT_PROVEN),
@@ -309,7 +316,9 @@ def record_to_markdown(record: Mapping[str, Any]) -> str:
         f"| record created | {_md(record['created'])} |",
         f"| strategy | {_md(strat['name'])} {_md(json.dumps(strat['params'], sort_keys=True))} |",
         f"| guarantee | **{_md(record['guarantee']['kind'])}** |",
-        f"| audit verdict | {_md(_audit_line(audit))} |",
+        f"| forgetting verdict (against retrained models) | "
+        f"{_md(_forgetting_line(record.get('forgetting_audit')))} |",
+        f"| held-out comparison (secondary) | {_md(_audit_line(audit))} |",
     ]
     for which, bundle in bundles.items():
         version = f" {bundle.get('version')}" if bundle.get("version") else ""
@@ -327,6 +336,43 @@ def record_to_markdown(record: Mapping[str, Any]) -> str:
     lines += ["", "### What this record does not prove", ""]
     lines += [f"- {_md(s)}" for s in record["does_not_prove"]]
     return "\n".join(lines) + "\n"
+
+
+def forgetting_summary(document: Mapping[str, Any] | None) -> str:
+    """One plain sentence from a run's ``reference-audit.json`` (None: the file is missing)."""
+    if not document:
+        return "Forgetting audit: not run (no reference-audit.json in the run folder)."
+    if document.get("method") == "none" or document.get("verdict") is None:
+        return f"Forgetting audit: not run: {document.get('reason', 'no references')}."
+    unlearned = document.get("unlearned") or {}
+    text = (
+        f"Forgetting audit of {document.get('subject')} against models retrained without it: "
+        f"{str(document['verdict']).upper()} (equivalence test p = "
+        f"{unlearned.get('p_equivalence', float('nan')):.3g}, margin "
+        f"{unlearned.get('margin_sds')} seed-SDs, gap {unlearned.get('gap_sds', float('nan')):+.1f}"
+        " SD)"
+    )
+    original = document.get("original")
+    if original:
+        text += f"; doing nothing: {original.get('verdict')}"
+    return text + "."
+
+
+def _forgetting_line(entry: Mapping[str, Any] | None) -> str:
+    if not entry:
+        return "not run"
+    if entry.get("verdict") is None:
+        return f"not run: {entry.get('reason', 'no references')}"
+    looks = entry.get("looks", {})
+    refs = entry.get("references", {})
+    return (
+        f"**{entry['verdict']}** ({entry.get('subject')}, {entry.get('feature')}; margin "
+        f"{entry.get('margin_sds')} seed-SDs = {entry.get('margin', float('nan')):.4g}; TOST p "
+        f"{entry.get('p_equivalence', float('nan')):.3g}; looks: certification "
+        f"{looks.get('certification')}, selection {looks.get('selection')}; references: "
+        f"retrains {', '.join(refs.get('retrained', []))}; originals "
+        f"{', '.join(refs.get('originals', []))})"
+    )
 
 
 def _audit_line(audit: Mapping[str, Any]) -> str:

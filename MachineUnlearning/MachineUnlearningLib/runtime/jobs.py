@@ -17,6 +17,12 @@ from MachineUnlearningLib.runtime.options import look_up_option
 COMMANDS = ("train", "evaluate", "unlearn", "retrain", "audit")
 DEVICE_HINT = "Use 'auto', 'cpu', 'cuda' or 'cuda:N'."
 JOB_FORMAT_VERSION = 1
+REFERENCE_MODES = ("cached", "auto", "none")
+"""``references``: ``cached`` uses the reference ensemble the retrain cache holds and never
+trains; ``auto`` also trains what the forget subject lacks (its leave-one-out retrains and the
+originals, one per reference seed); ``none`` skips the reference audit."""
+DEFAULT_REFERENCE_SEEDS = (0, 1, 2)
+"""Issue 11 item 2: at least 3 seeds per training subject (the bench cache holds 0, 1, 2)."""
 
 
 @dataclass
@@ -47,10 +53,12 @@ class JobSpec:
         cancel_file: the run stops cleanly within one step once this file exists;
             None = ``<output>/CANCEL``.
         requested_by: free text for the deletion record (who asked; never read from data).
-        stop_when_indistinguishable: unlearn only: evaluate after every epoch and stop at the
-            first one where every forget subject is indistinguishable from held-out subjects
-            and retain Dice keeps >= (1 - stop_retain_tolerance) of the original's (needs >= 2
-            held-out subjects).
+        stop_when_indistinguishable: unlearn only: evaluate after every epoch and stop by the
+            stopping rule: with the forget subject's references, at the first epoch within the
+            target band of the first reference seed's retrain (else rewound to the closest),
+            certified once with the other seeds; without them, at the first epoch where every
+            forget subject is indistinguishable from held-out subjects (needs >= 2 held-out).
+            Either way retain Dice must keep >= (1 - stop_retain_tolerance) of the original's.
         stop_retain_tolerance: the fraction of the original's retain Dice the stopping rule
             lets unlearning give up (0.05 = stop only while retain Dice keeps >= 95 %).
         reference: unlearn only: compare with the retrain-from-scratch reference, ``auto``
@@ -59,6 +67,12 @@ class JobSpec:
             weights, labels and preprocessing (``model/bundle.py``); ``train`` fine-tunes it,
             ``retrain`` starts its network afresh. Never written to; unlearned and trained
             models are written back as a bundle under ``<output>/bundle``.
+        references: unlearn / audit: the per-subject audit against the forget subject's
+            reference ensemble (``REFERENCE_MODES``; default ``cached``). With
+            ``stop_when_indistinguishable`` the stopping rule chooses its epoch with the first
+            reference seed and certifies once with the others.
+        reference_seeds: the seeds of the reference ensemble (default 0 1 2; >= 3 for the
+            stopping rule).
     """
 
     command: str
@@ -83,9 +97,23 @@ class JobSpec:
     stop_retain_tolerance: float = 0.05
     reference: str | None = None
     bundle: str | None = None
+    references: str = "cached"
+    reference_seeds: list[int] = field(default_factory=lambda: list(DEFAULT_REFERENCE_SEEDS))
 
     def __post_init__(self) -> None:
         self.command = look_up_option(self.command, COMMANDS, "command")
+        self.references = look_up_option(self.references, REFERENCE_MODES, "references")
+        seeds = self.reference_seeds
+        if (
+            not isinstance(seeds, (list, tuple))
+            or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+            or len(set(seeds)) != len(seeds)
+        ):
+            raise InvalidInputError(
+                f"reference_seeds: must be distinct integers, got {seeds!r}.", hint="e.g. [0, 1, 2]"
+            )
+        self.reference_seeds = list(seeds)
         self.forget_ids = _id_list(self.forget_ids, "forget_ids") or []
         self.retain_ids = _id_list(self.retain_ids, "retain_ids")
         self.held_out_ids = _id_list(self.held_out_ids, "held_out_ids")

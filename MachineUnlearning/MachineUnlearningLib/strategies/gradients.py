@@ -1,9 +1,12 @@
 """Mechanic: per-subject gradients of the loss at fixed weights.
 
-Used by the saliency mask (SalUn) and by selective synaptic dampening (SSD). Each subject is one
-sample (its deterministic, un-jittered crop) with its true labels; the loss is voxel-wise
-cross-entropy (``training.sample_loss``, ``ce``). The model runs in eval mode, so BatchNorm uses
-its running statistics and nothing in the model changes; its ``.grad`` fields are cleared after.
+Used by the saliency mask (SalUn) and by selective synaptic dampening (SSD). Each subject is
+what the model sees of it at fixed weights (``SampleSource.windows``): its deterministic,
+un-jittered sample or, for a patch-trained model, the inference windows covering it (those
+holding a labelled voxel), with its true labels; the loss is voxel-wise cross-entropy
+(``training.sample_loss``, ``ce``), the mean over the windows. The model runs in eval mode, so
+BatchNorm uses its running statistics and nothing in the model changes; its ``.grad`` fields
+are cleared after.
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ def subject_gradients(
         parameter.requires_grad_(True)
     try:
         for subject_id in subject_ids:
-            sample = source.sample(subject_id)
+            windows = [w for w in source.windows(subject_id) if bool((w.target >= 0).any())]
             model.zero_grad(set_to_none=True)
-            with translate_out_of_memory("gradients"):
-                logits = model(sample.image[None].to(device))
-                sample_loss(logits, sample.target[None].to(device), "ce").backward()
+            for window in windows:  # one backward per window: memory of one window
+                with translate_out_of_memory("gradients"):
+                    logits = model(window.image[None].to(device))
+                    loss = sample_loss(logits, window.target[None].to(device), "ce")
+                    (loss / len(windows)).backward()
             yield (
                 subject_id,
                 {

@@ -61,8 +61,7 @@ class TargetMaker:
         if step.target == WRONG_CLASS:
             return wrong_class_labels(target, self.num_classes, generator)
         if step.target.startswith(SUBJECT_PREFIX):
-            other = self.source.sample(step.target[len(SUBJECT_PREFIX) :]).target
-            if other is None or other.shape != target.shape:
-                raise InvalidInputError(f"target {step.target}: no label on the same grid.")
-            return other
+            # the loop already hands the other subject's labels on this step's sample or patch
+            # (training.loop._own_target -> SampleSource.target_like)
+            return target
         raise InvalidInputError(f"unknown target {step.target!r}.")

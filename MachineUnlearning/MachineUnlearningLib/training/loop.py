@@ -46,7 +46,7 @@ from MachineUnlearningLib.runtime.events import EventSink
 from MachineUnlearningLib.runtime.options import look_up_option
 from MachineUnlearningLib.training import distributed
 from MachineUnlearningLib.training.losses import task_loss, voxel_kl
-from MachineUnlearningLib.training.steps import TARGETS_TRUE, Plan, Step
+from MachineUnlearningLib.training.steps import SUBJECT_PREFIX, TARGETS_TRUE, Plan, Step
 
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("ce", "dice-ce")
@@ -354,7 +354,7 @@ def _optimiser_step(
     images, targets, local = [], [], []
     for i, step in enumerate(batch):
         sample = source.sample(step.subject_id, rng)
-        target = target_maker(step, sample.target, rng, generator)
+        target = target_maker(step, _own_target(source, step, sample), rng, generator)
         input_shape = sample.image.shape
         if i in mine:
             images.append(sample.image)
@@ -398,6 +398,19 @@ def _optimiser_step(
     scaler.step(optimizer)
     scaler.update()
     return value
+
+
+def _own_target(source: SampleSource, step: Step, sample) -> torch.Tensor:
+    """The labels a step's target maker starts from: its sample's, or for a ``subject:<id>``
+    target that subject's labels on the same sample grid / patch (``SampleSource.target_like``),
+    so other-subject targets follow patch sampling without the strategy knowing of it."""
+    if not step.target.startswith(SUBJECT_PREFIX):
+        return sample.target
+    other = step.target[len(SUBJECT_PREFIX) :]
+    target = source.target_like(other, sample)
+    if target is None or sample.target is None or target.shape != sample.target.shape:
+        raise InvalidInputError(f"target {step.target}: no label on the same grid.")
+    return target
 
 
 def _freeze(model: torch.nn.Module, prefixes: Sequence[str]) -> list[torch.nn.Module]:

@@ -4,7 +4,10 @@ A recipe is data. ``cpu-demo`` is sized to train on two CPU cores in minutes; ``
 is MedicalNet's own MRBrainS18 set-up (ResNet-50, 56 x 448 x 448, SGD with the head at
 lr x 100), meant for a GPU. Any field can be overridden by name (JobSpec ``config`` or CLI flags);
 ``architecture`` and ``network.<argument>`` choose another network (``model/adapters``), whose
-adapter's default preprocessing then applies unless overridden too.
+adapter's default preprocessing then applies unless overridden too. ``sampling=patches`` (with
+``patch_size``, ``positive_fraction``, ``window_overlap``, ... ``data/patches.py``) trains a
+full-resolution model on patches and evaluates it with sliding windows; whole volumes stay every
+named recipe's default.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 from MachineUnlearningLib.data.cohort import DEFAULT_MODALITIES, MODALITY_FILES
 from MachineUnlearningLib.data.labels import LABEL_POLICIES
+from MachineUnlearningLib.data.patches import FIELDS as SAMPLING_KEYS
+from MachineUnlearningLib.data.patches import Sampling, check_sampling
 from MachineUnlearningLib.data.preprocessing import Preprocessing
 from MachineUnlearningLib.model.adapters import ModelSpec, get_adapter
 from MachineUnlearningLib.model.adapters.overrides import is_model_key, resolve_model
@@ -36,6 +41,7 @@ class Recipe:
             fields above).
         preprocessing: spatial and intensity preprocessing.
         training: optimiser recipe and epochs.
+        sampling: whole volumes (default) or patches with sliding-window inference.
     """
 
     name: str
@@ -44,9 +50,12 @@ class Recipe:
     model: ModelSpec
     preprocessing: Preprocessing
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    sampling: Sampling = field(default_factory=Sampling)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """Plain data; ``sampling`` only when patches, so a whole-volume recipe's dict (and the
+        retrain cache keys made from it) is what it was before patch sampling existed."""
+        out = {
             "name": self.name,
             "label_policy": self.label_policy,
             "modalities": list(self.modalities),
@@ -54,6 +63,9 @@ class Recipe:
             "preprocessing": self.preprocessing.to_dict(),
             "training": self.training.to_dict(),
         }
+        if self.sampling.patches:
+            out["sampling"] = self.sampling.to_dict()
+        return out
 
 
 def _cpu_demo() -> Recipe:
@@ -152,7 +164,14 @@ RECIPES = {r.name: r for r in (_cpu_demo(), _bench(), _medicalnet_recipe())}
 _MODEL_KEYS = ("architecture", "depth", "shortcut_type", "base_width", "head_channels")
 _PREPROCESSING_KEYS = tuple(f.name for f in dataclasses.fields(Preprocessing))
 _TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(TrainingConfig))
-OVERRIDE_KEYS = ("label_policy", "modalities", *_MODEL_KEYS, *_PREPROCESSING_KEYS, *_TRAINING_KEYS)
+OVERRIDE_KEYS = (
+    "label_policy",
+    "modalities",
+    *_MODEL_KEYS,
+    *_PREPROCESSING_KEYS,
+    *_TRAINING_KEYS,
+    *SAMPLING_KEYS,
+)
 
 
 def resolve_recipe(name: str, overrides: dict[str, Any] | None = None) -> Recipe:
@@ -181,11 +200,26 @@ def resolve_recipe(name: str, overrides: dict[str, Any] | None = None) -> Recipe
     )
     preprocessing = dataclasses.replace(
         recipe.preprocessing,
-        **family_defaults,
-        **{k: overrides[k] for k in _PREPROCESSING_KEYS if k in overrides},
+        **{**family_defaults, **{k: overrides[k] for k in _PREPROCESSING_KEYS if k in overrides}},
     )
-    model.check_input_size(preprocessing.input_size)
+    given = {k: overrides[k] for k in SAMPLING_KEYS if k in overrides}
+    if "sampling" in given and "inference" not in given:
+        given["inference"] = None  # the inference that matches the new sampling
+    sampling = dataclasses.replace(recipe.sampling, **given)
+    check_sampling(preprocessing, sampling)
+    if sampling.patches and model.family.output_stride != 1:
+        # stitched windows of coarser logits do not map back exactly where a volume is not a
+        # multiple of the stride (MONAI rounds the scaled positions)
+        raise InvalidInputError(
+            f"sampling: patches need a full-resolution network (logits on its input grid); "
+            f"{model.adapter}'s logits are at 1/{model.family.output_stride}.",
+            hint="Use sampling=whole-volume for it, or a MONAI architecture for patches.",
+        )
+    if sampling.patches:  # the network sees patches / windows, never input_size
+        model.check_input_size(sampling.patch_size, "patch_size")
+    else:
+        model.check_input_size(preprocessing.input_size)
     training = dataclasses.replace(
         recipe.training, **{k: overrides[k] for k in _TRAINING_KEYS if k in overrides}
     )
-    return Recipe(recipe.name, policy, modalities, model, preprocessing, training)
+    return Recipe(recipe.name, policy, modalities, model, preprocessing, training, sampling)
