@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_RECIPE, write_phantom_subject
+from MachineUnlearningLib.evaluation.reference_audit import VERDICTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,8 +124,15 @@ def test_the_forget_score_averages_points_over_subjects_and_states_its_resolutio
     assert protocol.forget_score({"a": [1.0, 2.0]}, {"a": [1.0, 2.0]})["score"] is None
 
 
-def test_the_audit_hook_says_it_is_not_available_rather_than_guessing():
-    assert protocol.audit_verdict({}, [], "1") == "audit: not yet available in this engine"
+def test_the_audit_hook_calls_the_engines_audit_against_the_subjects_references():
+    # three subjects; retrains near 0.50 (seed SD 0.01), originals near 0.60: auditable
+    retrained = {u: {0: 0.49, 1: 0.50, 2: 0.51} for u in ("a", "b", "c")}
+    originals = {u: {0: 0.60, 1: 0.61} for u in ("a", "b", "c")}
+    references, spread = protocol.audit_references("dice", retrained, originals, seed=2)
+    assert references["a"].retrained == (0.49, 0.50) and references["a"].retrained_seeds == (0, 1)
+    assert protocol.audit_verdict(0.495, references["a"], spread) == "forgotten"
+    assert protocol.audit_verdict(0.60, references["a"], spread) == "still remembered"
+    assert protocol.audit_verdict(0.30, references["a"], spread) == "over-forgotten"
 
 
 def small_cohort(root: Path) -> Path:
@@ -158,7 +166,8 @@ def test_a_tiny_protocol_run_end_to_end(tmp_path, monkeypatch):
     assert rows["nl"]["options"] == ["--epochs", "1", "--eval-epochs", "1"]
     for row in rows.values():
         assert row["success"]["trials"] == 2  # one subject x two seeds
-        assert row["audit"] == ["audit: not yet available in this engine"]
+        assert sum(row["audit"].values()) == 2
+        assert set(row["audit"]) <= set(VERDICTS)
     nl_pairs = data["pairs"]["nl"]
     assert all(p["loop_seconds"] > 0 and p["steps"] == 3 for p in nl_pairs)  # 1 epoch, 3 subjects
     assert rows["nl"]["rte"] > 0 and rows["do nothing"]["rte"] is None
@@ -180,4 +189,4 @@ def test_a_tiny_protocol_run_end_to_end(tmp_path, monkeypatch):
     (tmp_path / "benchmarks-protocol.json").write_text(out.read_text())
     table = module.render_protocol(tmp_path)
     assert "| nl | `noisy-label --epochs 1 --eval-epochs 1` | 2 |" in table
-    assert "audit: not yet available in this engine" in table
+    assert "Against issue 11's goal" in table

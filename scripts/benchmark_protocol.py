@@ -47,9 +47,11 @@ google-deepmind/unlearning_evaluation ``metric.py``) with the candidates over th
 "unlearned" models and the subject's retrains as the "retrained" ones, one forget example per
 subject; its resolution at the N models available is stated in the JSON.
 
-The audit column comes from :func:`audit_verdict`, which today returns
-``"audit: not yet available in this engine"`` (the per-subject audit against the retrains is
-being built in ``evaluation/audit.py``); when it lands, only that function changes.
+The audit column comes from :func:`audit_verdict`: the engine's per-subject audit against the
+subject's own references (``evaluation/reference_audit.py``: its default feature, margin and
+alpha), with the retrains at the seeds other than the candidate's and the originals at every
+protocol seed (so a "do nothing" candidate is one of its own originals), the seed spread pooled
+over every training subject.
 """
 
 from __future__ import annotations
@@ -69,7 +71,6 @@ from pathlib import Path
 
 DO_NOTHING = "do nothing"
 ANOTHER_RETRAIN = "another retrain"
-AUDIT_NOT_AVAILABLE = "audit: not yet available in this engine"
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
@@ -268,13 +269,47 @@ def forget_score(unlearned: dict[str, list[float]], retrained: dict[str, list[fl
     return {"score": score, "models": models, "epsilons": epsilons, "resolution": resolution}
 
 
-def audit_verdict(candidate_scores: dict, reference_scores: list[dict], subject: str) -> str:
-    """The audit hook: the verdict of the per-subject audit against the subject's retrains.
+def audit_verdict(value: float, reference, spread) -> str:
+    """The audit hook: the engine's per-subject audit against the subject's own references.
 
-    Not yet available in this engine (issue 11's audit, ``evaluation/audit.py``); returns a
-    marker, never a guessed verdict. When the audit lands, call it here.
+    ``evaluation/reference_audit.reference_verdict`` (issue 11): ``value`` is the candidate's
+    score on the forget subject, ``reference`` its ``ReferenceScores`` (the retrains at the
+    seeds other than the candidate's, the originals at every protocol seed), ``spread`` the
+    ``SeedSpread`` pooled over every training subject on the same seeds; the engine's default
+    feature, margin and alpha.
     """
-    return AUDIT_NOT_AVAILABLE
+    from MachineUnlearningLib.evaluation.reference_audit import reference_verdict
+
+    return reference_verdict(value, reference, spread).verdict
+
+
+def audit_references(
+    feature: str,
+    retrained: dict[str, dict[int, float]],
+    originals: dict[str, dict[int, float]],
+    seed: int,
+):
+    """Per subject ``ReferenceScores`` leaving out the retrain at ``seed``, and their spread.
+
+    Args:
+        retrained: ``{subject: {retrain seed: the subject's own retrain's value}}``.
+        originals: ``{subject: {seed: the original's value on the subject}}``.
+    """
+    from MachineUnlearningLib.evaluation.reference_audit import ReferenceScores, pooled_spread
+
+    references = {}
+    for subject, by_seed in retrained.items():
+        kept = sorted(j for j in by_seed if j != seed)
+        seeds = sorted(originals[subject])
+        references[subject] = ReferenceScores(
+            subject,
+            feature,
+            tuple(by_seed[j] for j in kept),
+            tuple(originals[subject][i] for i in seeds),
+            tuple(kept),
+            tuple(seeds),
+        )
+    return references, pooled_spread(list(references.values()))
 
 
 # --------------------------------------------------------------------------- runs
@@ -307,7 +342,8 @@ def run_unlearning(
     import torch
 
     model = output / "unlearned.pt"
-    if not model.exists():
+    reused = model.exists()
+    if not reused:
         command = [
             sys.executable, "-m", "MachineUnlearningLib", "unlearn", "--cohort", cohort,
             "--checkpoint", str(checkpoint), "--forget", subject, "--strategy", strategy,
@@ -330,6 +366,7 @@ def run_unlearning(
         "steps": entry.get("steps"),
         "epochs": len(epochs) if isinstance(epochs, list) else epochs,
         "params": entry.get("params"),
+        "reused": reused,
     }
 
 
@@ -390,7 +427,8 @@ def summarise_row(pairs: list[dict], floors: dict[int, dict]) -> dict:
     retrains = [s for p in pairs if p.get("loop_seconds") for s in p["retrain_loop_seconds"]]
     summary["loop_seconds_mean"] = statistics.fmean(loops) if loops else None
     summary["rte"] = retrain_time_efficiency(retrains, statistics.fmean(loops)) if loops else None
-    summary["audit"] = sorted({p["audit"] for p in pairs})
+    verdicts = [p["audit"] for p in pairs]
+    summary["audit"] = {v: verdicts.count(v) for v in sorted(set(verdicts))}
     return summary
 
 
@@ -433,6 +471,22 @@ def run_protocol(
         u: {j: own[u][retrains[(u, j)].path][u]["dice"] for j in retrain_seeds} for u in training
     }
     floors = {k: noise_floor(retrain_dice, k) for k in seeds}
+    from MachineUnlearningLib.evaluation.reference_audit import DEFAULT_FEATURE
+
+    original_scores = score_models(list(origin.values()), cohort, training, device)
+    audits = {
+        k: audit_references(
+            DEFAULT_FEATURE,
+            {
+                u: {j: own[u][retrains[(u, j)].path][u][DEFAULT_FEATURE] for j in retrain_seeds}
+                for u in training
+            },
+            {u: {i: original_scores[m.path][u][DEFAULT_FEATURE] for i, m in origin.items()}
+             for u in training},
+            k,
+        )
+        for k in seeds
+    }  # fmt: skip
     names = [DO_NOTHING, ANOTHER_RETRAIN, *(m[0] for m in methods)]
     pairs: dict[str, list[dict]] = {name: [] for name in names}
     confidences: dict[str, dict[str, list[float]]] = {name: {} for name in names}
@@ -472,10 +526,15 @@ def run_protocol(
                         "tau": floors[seed]["tau"],
                         "loop_seconds": run.get("loop_seconds"),
                         "steps": run.get("steps"),
+                        "reused_run": run.get("reused"),
                         "params": run.get("params"),
                         "retrain_loop_seconds": loop_seconds,
                         "rte": retrain_time_efficiency(loop_seconds, run.get("loop_seconds")),
-                        "audit": audit_verdict(candidate, references, subject),
+                        "audit": audit_verdict(
+                            candidate[subject][DEFAULT_FEATURE],
+                            audits[seed][0][subject],
+                            audits[seed][1],
+                        ),
                     }
                 )
                 confidences[name].setdefault(subject, []).append(metrics["logit_confidence"])
@@ -510,6 +569,7 @@ def run_protocol(
             }
         )
     return {
+        "audit_feature": DEFAULT_FEATURE,
         "training_subjects": training,
         "held_out_subjects": held_out,
         "retrain_dice": {u: {str(j): v for j, v in d.items()} for u, d in retrain_dice.items()},
@@ -606,6 +666,10 @@ DEFINITIONS = {
     f"{BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}; success: Clopper-Pearson",
     "rte": "mean training-loop seconds of the subject's retrains (cache) / the unlearning "
     "run's training-loop seconds",
+    "audit": "evaluation/reference_audit.reference_verdict with its defaults on the engine's "
+    "default feature: the retrains at the seeds != k and the originals at every protocol seed "
+    "(a do-nothing candidate is among them), the seed spread pooled over every training "
+    "subject on the same seeds",
     "neurips": "google-deepmind/unlearning_evaluation metric.py on the mean logit-scaled "
     "true-class confidence over foreground voxels, one example per forget subject, the "
     "candidates at the seeds vs the subject's retrains; final = score x retain kept x "

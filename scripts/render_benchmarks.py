@@ -522,7 +522,7 @@ def render_protocol_run(data: dict) -> str:
         f"{data['threads']} torch threads per unlearning run; {machine['cpu_count']} CPU "
         f"cores, torch {machine['torch']}, 1-minute load average "
         f"{machine['load_average_1min'][0]} at the start, {machine['load_average_1min'][1]} at "
-        f"the end; {machine['wall_seconds']:.0f} s in all).",
+        f"the end; {machine['wall_seconds']:.0f} s in all){_reused(data)}.",
         "",
         "| row | method (options) | pairs | forget-Dice gap to the retrains, mean [95 % CI] | "
         "retain kept %, mean [95 % CI] | held-out kept %, mean [95 % CI] | success (within the "
@@ -553,7 +553,7 @@ def render_protocol_run(data: dict) -> str:
             f"{_ci(row['forget_gap'], '+.4f')} | {_ci(row['retain_kept_pct'], '.1f')} | "
             f"{_ci(row['held_out_kept_pct'], '.1f')} | {rate} | "
             f"{_f(row['loop_seconds_mean'], '.1f')} | {_f(row['rte'], '.2f')} | {neurips} | "
-            f"{'; '.join(row['audit'])} |"
+            f"{_verdicts(row['audit'])} |"
         )
     lines += [
         "",
@@ -569,7 +569,8 @@ def render_protocol_run(data: dict) -> str:
         lines.append(
             f"| {row['name']} | {_goal(None if rate is None else 100 * rate, GOAL['success_pct'])}"
             f" | {_goal(_mean(row['retain_kept_pct']), GOAL['kept_pct'])} | "
-            f"{_goal(_mean(row['held_out_kept_pct']), GOAL['kept_pct'])} | not available | "
+            f"{_goal(_mean(row['held_out_kept_pct']), GOAL['kept_pct'])} | "
+            f"{_forgotten(row['audit'], row['success']['trials'])} | "
             f"{_goal(row['rte'], GOAL['rte'], '.2f')} |"
         )
     definitions = data["definitions"]
@@ -596,6 +597,27 @@ def render_protocol_run(data: dict) -> str:
 
 
 GOAL = {"success_pct": 80, "kept_pct": 98, "rte": 5}  # issue 11, "How it will be checked"
+
+
+def _reused(data: dict) -> str:
+    runs = [p for ps in data["pairs"].values() for p in ps if p.get("reused_run") is not None]
+    reused = sum(p["reused_run"] for p in runs)
+    if not reused:
+        return ""
+    return (
+        f"; {reused} of {len(runs)} unlearning runs were reused from an earlier invocation of "
+        "this command (same outputs folder), so their loop seconds were measured then, under "
+        "that run's load"
+    )
+
+
+def _verdicts(counts: dict[str, int]) -> str:
+    return "; ".join(f"{verdict} {n}" for verdict, n in counts.items())
+
+
+def _forgotten(counts: dict[str, int], pairs: int) -> str:
+    n = counts.get("forgotten", 0)
+    return f"forgotten {n}/{pairs} ({'meets' if n == pairs else 'misses'})"
 
 
 def _mean(values: list[float] | None) -> float | None:
