@@ -62,7 +62,10 @@ SGD_RUN = {"learning_rate": 0.02, "epochs": 30, "forget_weight": 4.0}
 SETUPS = {
     "medicalnet": Setup(ALL_SEVEN, (40, 1e-2, "constant"), SGD_RUN),
     "monai-unet": Setup(ALL_SEVEN, (20, 3e-3, "exponential"), SGD_RUN),
-    "monai-segresnet": Setup(ALL_SEVEN, (50, 1e-2, "exponential"), SGD_RUN),
+    # SegResNet sits on a threshold at 30 epochs: the fused loss (training/losses.py), equal
+    # to F.cross_entropy + MaskedDiceLoss to float32 rounding, gave a forget drop of 0.076
+    # where the autograd loss gave 0.110; at 50 epochs they give 0.66 and 0.63 (retain <= 0.016).
+    "monai-segresnet": Setup(ALL_SEVEN, (50, 1e-2, "exponential"), {**SGD_RUN, "epochs": 50}),
     "monai-dynunet": Setup(ALL_SEVEN, (50, 1e-2, "exponential"), SGD_RUN),
     # SwinUNETR forgets least selectively here: SGD at 0.02 hurt the retain subjects more than
     # the forget one, at <= 0.01 (and Adam at 3e-3) it moved neither; Adam at 1e-3 does both
