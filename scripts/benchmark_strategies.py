@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from MachineUnlearningLib.strategies import get_strategy
 from MachineUnlearningLib.strategies.literature import LITERATURE_PRESETS
 from MachineUnlearningLib.strategies.presets import PAPER_PRESETS
 
@@ -85,6 +86,12 @@ def set_means(metrics: dict, epoch: int) -> dict:
 def subject_dice(metrics: dict, epoch: int | None) -> dict[str, float]:
     evaluation = next(e for e in metrics["evaluations"] if epoch is None or e["epoch"] == epoch)
     return {s["subject_id"]: s["mean_dice"] for s in evaluation["subjects"]}
+
+
+def budget_flags(strategy: str, epochs: int) -> list[str]:
+    """``--epochs N`` for an epoch-budget preset; nothing for a step-budget one (the
+    literature's refuse epochs; their own ``steps`` apply)."""
+    return ["--epochs", str(epochs)] if get_strategy(strategy).budget == "epochs" else []
 
 
 def main() -> None:
@@ -176,8 +183,8 @@ def main() -> None:
                 args.checkpoint,
                 "--strategy",
                 strategy,
-                "--epochs",
-                str(args.epochs),
+                # a step-budget preset (the literature's) refuses epochs: its own steps apply
+                *budget_flags(strategy, args.epochs),
                 "--eval-epochs",
                 *map(str, args.eval_epochs),
                 *extra,
