@@ -110,9 +110,10 @@ def test_salun_clips_the_masked_gradient_not_the_whole_one(a_tiny_source):
 # --- every default acts -----------------------------------------------------------------------
 
 # Each literature preset and max-loss at its defaults, forget 070 on the tiny cohort. The
-# original tiny model has forget Dice 0.816; a do-nothing run changes no voxel, and max-loss's
-# old default (lr 1e-4) moved the forget Dice by 0.0005 and 3 % of the voxels.
-MIN_DICE_DROP = 0.01
+# original tiny model has forget Dice 0.816; a do-nothing run changes no voxel. The old
+# defaults that did nothing moved it by at most 0.004 (max-loss at lr 1e-4: 0.0005 and 3 % of
+# the voxels; SSD at alpha 5: 0.003; NegGrad+ at the source's lr without momentum: 0.004).
+MIN_DICE_DROP = 0.008
 MIN_CHANGED = 0.05
 ACTING = ["finetune", "neggrad-plus", "salun", "scrub", "bad-teacher", "l1-sparse", "ssd"]
 
