@@ -8,6 +8,7 @@ subject's predictions on the tiny cohort.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import nibabel as nib
@@ -16,10 +17,13 @@ import torch
 
 from conftest import a_tiny_model
 from MachineUnlearningLib.commands import run_job
+from MachineUnlearningLib.commands.unlearn import unlearning_config
 from MachineUnlearningLib.runtime.events import CollectingSink
 from MachineUnlearningLib.runtime.jobs import JobSpec
 from MachineUnlearningLib.strategies import get_strategy
+from MachineUnlearningLib.strategies.plan import build_plan
 from MachineUnlearningLib.strategies.saliency import KeepUnmasked, saliency_mask
+from MachineUnlearningLib.strategies.sparsity import L1Penalty
 from MachineUnlearningLib.training.loop import TrainingConfig, train
 from MachineUnlearningLib.training.steps import Step
 
@@ -152,3 +156,37 @@ def test_the_default_measurably_changes_the_forget_subjects_predictions(
     strategy = get_strategy(name)
     if strategy.budget == "steps":
         assert evaluations[-1]["epoch"] == strategy.resolve({})["steps"]
+
+
+# --- step budgets and the L1 penalty ----------------------------------------------------------
+
+
+def test_a_step_budget_run_takes_exactly_its_steps_and_records_them(a_tiny_source):
+    strategy = get_strategy("finetune")
+    params = strategy.resolve({"steps": 3})
+    config = dataclasses.replace(unlearning_config(params, 0), amp=False)
+    assert config.epochs == 3
+    history = train(
+        a_tiny_model(),
+        a_tiny_source,
+        build_plan(strategy, ["070"], ["1", "4"], params),
+        config,
+        CPU,
+        CollectingSink(),
+    )
+    assert history.steps == 3
+    assert [(e["steps"], e["step"]) for e in history.epochs] == [(1, 1), (1, 2), (1, 3)]
+
+
+def test_the_l1_penalty_adds_a_linearly_decaying_sign_gradient():
+    model = a_tiny_model()
+    for parameter in model.parameters():
+        parameter.grad = torch.zeros_like(parameter)
+    penalty = L1Penalty(gamma=0.1, steps=4)
+    weight = model.conv1.weight
+    added = []
+    for _ in range(5):
+        before = weight.grad.clone()
+        penalty.on_gradients(model)
+        added.append(((weight.grad - before) / weight.detach().sign()).mean().item())
+    assert added == pytest.approx([0.1, 0.075, 0.05, 0.025, 0.0])
