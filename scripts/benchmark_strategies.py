@@ -10,7 +10,8 @@ Usage:
 
 A preset ``NAME+fix-decoder`` adds ``--fix-decoder``; a ``--variant`` row runs STRATEGY with
 the given ``machine-unlearning unlearn`` options after the defaults (so ``--epochs`` there
-wins), e.g. ``--variant "ngp-tuned=neggrad-plus --param alpha=0.7 --epochs 15"``.
+wins), e.g. ``--variant "ngp-tuned=neggrad-plus --param alpha=0.7 --param steps=15"`` (the
+literature's presets count steps and refuse ``--epochs``).
 
 Each preset runs as its own ``machine-unlearning unlearn`` subprocess (the real CLI); its wall
 time is measured here and its peak resident memory is what the worker reports in its
