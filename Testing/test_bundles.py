@@ -412,7 +412,7 @@ def test_a_segresnet_bundle_unlearns_with_a_literature_method(a_tiny_cohort, tmp
     code, events = run_cli(
         capsys,
         *("unlearn", "--bundle", str(bundle), "--forget", "070", "--strategy", "salun"),
-        *("--epochs", "2", "--eval-epochs", "2", "--cohort", str(a_tiny_cohort)),
+        *("--param", "steps=2", "--eval-epochs", "2", "--cohort", str(a_tiny_cohort)),
         *("--output", str(tmp_path / "out"), "--device", "cpu"),
     )
     assert code == 0, error_of(events)

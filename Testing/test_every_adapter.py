@@ -233,7 +233,7 @@ def test_salun_changes_masked_entries_only(a_trained_family):
     _, source, model, _ = a_trained_family
     before = parameters_of(model)
     mask = saliency_mask(copy.deepcopy(model), source, FORGET, CPU, 0.3)
-    student, ready, _ = unlearn(a_trained_family, "salun", retain=TWO, epochs=1, mask_fraction=0.3)
+    student, ready, _ = unlearn(a_trained_family, "salun", retain=TWO, steps=3, mask_fraction=0.3)
     changed = 0
     for name, value in student.named_parameters():
         assert torch.equal(value[~mask[name]], before[name][~mask[name]]), name
@@ -258,7 +258,8 @@ def test_the_random_teacher_is_the_same_network_reseeded(a_trained_family):
 @pytest.mark.parametrize("name", STRATEGY_NAMES)
 def test_every_preset_runs_on_every_family(a_trained_family, name):
     _, _, model, _ = a_trained_family
-    given = {"alpha": 1.5} if name == "ssd" else {"epochs": 1}
+    strategy = STRATEGIES[name]
+    given = {"alpha": 1.5} if name == "ssd" else {strategy.budget: 2}
     student, _, history = unlearn(a_trained_family, name, retain=TWO, **given)
     if history is not None:
         assert history.steps > 0

@@ -29,7 +29,7 @@ from MachineUnlearningLib.training.loop import TrainingConfig, train
 from MachineUnlearningLib.training.losses import voxel_kl
 from MachineUnlearningLib.training.steps import Step
 
-LITERATURE = ["finetune", "neggrad-plus", "salun", "scrub", "bad-teacher", "ssd"]
+LITERATURE = ["finetune", "neggrad-plus", "salun", "scrub", "bad-teacher", "l1-sparse", "ssd"]
 FORGET, RETAIN = ["070"], ["1", "4", "5", "7", "14", "148"]
 IDS = list(TINY_SOURCE_IDS)
 CPU = torch.device("cpu")
@@ -81,68 +81,85 @@ def test_an_unknown_teacher_is_refused_with_the_valid_names():
 def test_ssd_has_no_optimiser_parameters():
     with pytest.raises(InvalidInputError, match="epochs"):
         get_strategy("ssd").resolve({"epochs": 3})
-    assert get_strategy("ssd").resolve({}) == {"alpha": 5.0, "lambda": 1.0}
+    assert get_strategy("ssd").resolve({}) == {"alpha": 4.0, "lambda": 1.0}
 
 
 # --- plans ------------------------------------------------------------------------------------
 
 
-def test_finetune_plan_visits_the_retain_subjects_only_with_true_labels():
-    steps = a_plan("finetune")(1, np.random.default_rng(0))
-    assert sorted(s.subject_id for s in steps) == sorted(RETAIN)
-    assert all(s.target == "true" and s.weight == 1.0 and s.loss == "task" for s in steps)
+def epochs_of(plan, count):
+    rng = np.random.default_rng(0)
+    return [plan(epoch, rng) for epoch in range(1, count + 1)]
 
 
-def test_neggrad_plus_weights_retain_by_alpha_and_ascends_forget_by_one_minus_alpha():
-    steps = a_plan("neggrad-plus", alpha=0.75)(1, np.random.default_rng(0))
-    forget = [s for s in steps if s.subject_id in FORGET]
-    retain = [s for s in steps if s.subject_id in RETAIN]
-    assert [(s.target, s.weight) for s in forget] == [("true", -0.25)]
-    assert len(retain) == len(RETAIN) and all(s.weight == 0.75 for s in retain)
+def test_finetune_plan_cycles_through_the_retain_subjects_one_step_per_epoch():
+    batches = epochs_of(a_plan("finetune"), 2 * len(RETAIN))
+    assert all(len(batch) == 1 for batch in batches)
+    first, second = [[b[0].subject_id for b in batches[i : i + 6]] for i in (0, 6)]
+    assert sorted(first) == sorted(second) == sorted(RETAIN) and first != second
+    assert all(s.target == "true" and s.weight == 1.0 for b in batches for s in b)
 
 
-def test_neggrad_plus_refuses_an_alpha_outside_zero_one():
+def test_neggrad_plus_pairs_every_retain_step_with_a_forget_ascent_step():
+    batches = epochs_of(a_plan("neggrad-plus", alpha=0.75), 6)
+    for batch in batches:
+        retain, forget = batch
+        assert retain.subject_id in RETAIN and (retain.target, retain.weight) == ("true", 1.5)
+        assert forget.subject_id in FORGET and (forget.target, forget.weight) == ("true", -0.5)
+    # the batch mean is the source's alpha * CE_r - (1 - alpha) * CE_f
+    assert sum(s.weight for s in batches[0]) / 2 == pytest.approx(0.75 - 0.25)
+    assert sorted(b[0].subject_id for b in batches) == sorted(RETAIN)
+
+
+def test_neggrad_plus_refuses_an_alpha_outside_zero_one_and_an_odd_batch():
     with pytest.raises(InvalidInputError, match="alpha"):
         a_plan("neggrad-plus", alpha=1.5)
+    with pytest.raises(InvalidInputError, match="even"):
+        a_plan("neggrad-plus", batch_size=3)
 
 
-def test_salun_plan_relabels_forget_subjects_and_replays_retain():
-    steps = a_plan("salun")(1, np.random.default_rng(0))
+def test_salun_plan_cycles_through_forget_and_retain_with_forget_relabelled():
+    batches = epochs_of(a_plan("salun"), 7)
+    steps = [b[0] for b in batches]
+    assert sorted(s.subject_id for s in steps) == sorted(FORGET + RETAIN)
     assert [s.target for s in steps if s.subject_id in FORGET] == ["wrong-class"]
-    assert sorted(s.subject_id for s in steps if s.target == "true") == sorted(RETAIN)
-    uniform = a_plan("salun", random_labels="uniform-random")(1, np.random.default_rng(0))
-    assert [s.target for s in uniform if s.subject_id in FORGET] == ["uniform-random"]
+    assert all(s.target == "true" for s in steps if s.subject_id in RETAIN)
+    uniform = epochs_of(a_plan("salun", random_labels="uniform-random"), 7)
+    assert [b[0].target for b in uniform if b[0].subject_id in FORGET] == ["uniform-random"]
 
 
-def test_scrub_starts_early_epochs_with_a_forget_max_pass_then_only_retain_min_passes():
-    plan = a_plan("scrub", max_steps_epochs=2)
-    rng = np.random.default_rng(0)
-    for epoch in (1, 2, 3):
-        steps = plan(epoch, rng)
-        forget = [s for s in steps if s.subject_id in FORGET]
-        retain = steps[len(forget) :]
-        assert len(forget) == (1 if epoch <= 2 else 0)
-        assert all(s.loss == "kl" and s.weight < 0 and s.teacher == "original" for s in forget)
-        assert sorted(s.subject_id for s in retain) == sorted(RETAIN)
-        assert all(s.loss == "task+kl" and s.weight > 0 for s in retain)
+def test_scrub_follows_rounds_of_max_then_min_passes():
+    plan = a_plan("scrub", max_rounds=2, max_steps_per_round=3, min_steps_per_round=6)
+    kinds = ["max" if b[0].weight < 0 else "min" for b in epochs_of(plan, 30)]
+    assert kinds == (["max"] * 3 + ["min"] * 6) * 2 + ["min"] * 12
+    for batch in epochs_of(plan, 30):
+        step = batch[0]
+        if step.weight < 0:  # -T^2 KL on a forget subject (T = 2)
+            assert (step.subject_id, step.loss, step.weight) == ("070", "kl", -4.0)
+        else:
+            assert step.subject_id in RETAIN and step.loss == "task+kl"
+        assert step.teacher == "original"
 
 
-def test_bad_teacher_pairs_forget_with_the_random_teacher_and_a_retain_fraction_with_the_original():
-    plan = a_plan("bad-teacher", retain_fraction=0.3)
-    rng = np.random.default_rng(0)
-    subsets = set()
-    for epoch in range(1, 8):
-        steps = plan(epoch, rng)
-        assert [s.teacher for s in steps if s.subject_id in FORGET] == ["random"]
-        retain = [s for s in steps if s.subject_id in RETAIN]
-        assert len(retain) == math.ceil(0.3 * len(RETAIN))
-        assert all(s.teacher == "original" and s.loss == "kl" for s in steps if s in retain)
-        subsets.add(frozenset(s.subject_id for s in retain))
-    assert len(subsets) > 1
+def test_bad_teacher_draws_its_retain_subset_once_and_cycles_with_the_forget_subjects():
+    batches = epochs_of(a_plan("bad-teacher", retain_fraction=0.3), 9)
+    steps = [b[0] for b in batches]
+    retain = {s.subject_id for s in steps if s.subject_id in RETAIN}
+    assert len(retain) == math.ceil(0.3 * len(RETAIN))
+    assert [s.subject_id for s in steps].count("070") == 3  # 9 steps over a pool of 3
+    assert all(s.teacher == "random" for s in steps if s.subject_id in FORGET)
+    assert all(s.teacher == "original" and s.loss == "kl" for s in steps if s in retain)
 
 
-def test_bad_teacher_defaults_to_one_epoch():
-    assert get_strategy("bad-teacher").resolve({})["epochs"] == 1
+def test_step_budget_presets_count_steps_and_refuse_epochs():
+    for name in LITERATURE[:-1]:
+        strategy = get_strategy(name)
+        assert strategy.budget == "steps" and "epochs" not in strategy.resolve({})
+        with pytest.raises(InvalidInputError, match="steps") as error:
+            strategy.resolve({"epochs": 3})
+        assert "--param steps=" in error.value.hint
+    assert get_strategy("bad-teacher").resolve({})["steps"] == 30
+    assert get_strategy("max-loss").budget == "epochs"
 
 
 # --- KL to a teacher --------------------------------------------------------------------------
@@ -384,7 +401,7 @@ def test_an_unlearn_run_finishes_with_finite_metrics(
         checkpoint=str(a_tiny_trained_model),
         forget_ids=["070"],
         strategy=name,
-        epochs=2,
+        strategy_params={"steps": 2} if get_strategy(name).trains else {},
         eval_epochs=[2],
         device="cpu",
         seed=0,

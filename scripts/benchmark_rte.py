@@ -54,7 +54,11 @@ def scaled_epochs(args: list[str], scale: float) -> tuple[list[str], int]:
         del args[at : at + 2]
     else:
         strategy = args[args.index("--strategy") + 1] if "--strategy" in args else "noisy-label"
-        epochs = int(get_strategy(strategy).resolve({})["epochs"])
+        resolved = get_strategy(strategy).resolve({})
+        if "steps" in resolved:  # a step-budget preset: scale its steps, it refuses epochs
+            steps = max(1, round(scale * int(resolved["steps"])))
+            return [*args, "--param", f"steps={steps}"], steps
+        epochs = int(resolved["epochs"])
     epochs = max(1, round(scale * epochs))
     return [*args, "--epochs", str(epochs)], epochs
 

@@ -10,7 +10,8 @@ Usage:
 
 A preset ``NAME+fix-decoder`` adds ``--fix-decoder``; a ``--variant`` row runs STRATEGY with
 the given ``machine-unlearning unlearn`` options after the defaults (so ``--epochs`` there
-wins), e.g. ``--variant "ngp-tuned=neggrad-plus --param alpha=0.7 --epochs 15"``.
+wins), e.g. ``--variant "ngp-tuned=neggrad-plus --param alpha=0.7 --param steps=15"`` (the
+literature's presets count steps and refuse ``--epochs``).
 
 Each preset runs as its own ``machine-unlearning unlearn`` subprocess (the real CLI); its wall
 time is measured here and its peak resident memory is what the worker reports in its
@@ -33,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+from MachineUnlearningLib.strategies import get_strategy
 from MachineUnlearningLib.strategies.literature import LITERATURE_PRESETS
 from MachineUnlearningLib.strategies.presets import PAPER_PRESETS
 
@@ -94,6 +96,12 @@ def set_means(metrics: dict, model: str, epoch: int) -> dict:
 def subject_dice(metrics: dict, epoch: int | None) -> dict[str, float]:
     evaluation = next(e for e in metrics["evaluations"] if epoch is None or e["epoch"] == epoch)
     return {s["subject_id"]: s["mean_dice"] for s in evaluation["subjects"]}
+
+
+def budget_flags(strategy: str, epochs: int) -> list[str]:
+    """``--epochs N`` for an epoch-budget preset; nothing for a step-budget one (the
+    literature's refuse epochs; their own ``steps`` apply)."""
+    return ["--epochs", str(epochs)] if get_strategy(strategy).budget == "epochs" else []
 
 
 def main() -> None:
@@ -185,8 +193,8 @@ def main() -> None:
                 args.checkpoint,
                 "--strategy",
                 strategy,
-                "--epochs",
-                str(args.epochs),
+                # a step-budget preset (the literature's) refuses epochs: its own steps apply
+                *budget_flags(strategy, args.epochs),
                 "--eval-epochs",
                 *map(str, args.eval_epochs),
                 *extra,

@@ -96,9 +96,13 @@ def evaluation_epochs(job: JobSpec, epochs: int) -> list[int]:
 
 
 def unlearning_config(params: dict, seed: int) -> TrainingConfig:
-    """The strategy's optimiser: constant learning rate, same for head and body."""
+    """The strategy's optimiser: constant learning rate, same for head and body.
+
+    A step-budget preset (a ``steps`` parameter, ``Strategy.budget``) gives one batch per loop
+    epoch, so its ``steps`` become the loop's epochs; the paper's presets keep ``epochs``.
+    """
     return TrainingConfig(
-        epochs=params["epochs"],
+        epochs=params["steps"] if "steps" in params else params["epochs"],
         optimizer=params["optimizer"],
         learning_rate=params["learning_rate"],
         head_lr_multiplier=1.0,

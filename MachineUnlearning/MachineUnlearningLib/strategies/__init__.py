@@ -48,6 +48,7 @@ def describe_strategies() -> str:
         "common parameters (--param KEY=VALUE): "
         + ", ".join(f"{p.name}={p.default}" for p in COMMON_PARAMETERS)
     )
+    lines.append("step-budget presets (the literature's) take steps=N instead of epochs")
     return "\n".join(lines)
 
 
@@ -66,7 +67,16 @@ def strategies_markdown() -> str:
         "",
         "The presets from `finetune` on are established methods from the literature, adapted "
         "to voxel-wise segmentation (../shared/reference/unlearning.md section 3); there the "
-        "italic mark means we adapted the published algorithm, as its definition states.",
+        "italic mark means we adapted the published algorithm, as its definition states. "
+        "Each states the source file its defaults come from and what we changed.",
+        "",
+        "Budgets: the paper's presets count epochs (the paper's unit; its protocol evaluates "
+        "at epochs 20 and 50). The literature's presets count optimiser steps (`steps`, which "
+        "replaces `epochs` for them; giving them epochs is refused): an epoch of a 7-subject "
+        "cohort is a few volumes, where their sources' epochs are hundreds of batches. Their "
+        "plans give one batch per loop epoch, so for them evaluation epochs (`--eval-epochs`) "
+        "and the run's history count optimiser steps. Every run's history records the "
+        "optimiser steps of each epoch and in all.",
         "",
         "Common set-up: every run starts from a copy of the original model; the loss is "
         "voxel-wise cross-entropy with ignored voxels (-1) excluded, on the label grid the "
@@ -77,7 +87,9 @@ def strategies_markdown() -> str:
         "batch 1 each volume is normalised by its own statistics and the running averages "
         "move); `batchnorm=frozen` keeps the original model's running statistics (eval mode), "
         "so the loss acts on the same function that is evaluated. Which one the paper used is "
-        "not available; docs/benchmarks.md section 3 measures both.",
+        "not available; docs/benchmarks.md section 3 measures both. Teachers of the KL "
+        "methods run in the student's BatchNorm mode (the batch's statistics under `train`, "
+        "the running ones under `frozen`), so a student equal to its teacher has KL 0.",
         "",
         "## Common parameters",
         "",

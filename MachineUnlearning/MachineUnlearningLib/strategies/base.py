@@ -31,6 +31,8 @@ FORGET_TARGETS = (*COMPOSED_FORGET_TARGETS, "teacher-divergence", "random-teache
 TEACHERS = ("original", "random")
 SURGERIES = ("none", "selective-dampening")
 UPDATE_MASKS = ("none", "saliency")
+REGULARISERS = ("none", "l1")
+BUDGETS = ("epochs", "steps")
 
 # (strategy, forget ids, retain ids, resolved params) -> training.Plan
 PlanBuilder = Callable[["Strategy", Sequence[str], Sequence[str], dict], Callable]
@@ -84,6 +86,16 @@ COMMON_PARAMETERS: tuple[Parameter, ...] = (
     ),
 )
 
+# A step-budget strategy (Strategy.budget "steps") has this instead of ``epochs``: its plan
+# gives one optimiser step per loop epoch, so the loop's epochs count optimiser steps.
+STEPS = Parameter(
+    "steps",
+    int,
+    30,
+    "optimiser steps in all (the budget; an epoch of a cohort is only a few volumes, so "
+    "budgets are counted in steps, issue 11)",
+)
+
 
 @dataclass(frozen=True)
 class Strategy:
@@ -112,6 +124,10 @@ class Strategy:
             being unlearned) and/or ``random`` (same architecture, seeded random init).
         surgery: further surgery before training: ``none`` or ``selective-dampening`` (SSD).
         update_mask: ``none`` or ``saliency`` (only the most forget-salient weights change).
+        regulariser: ``none`` or ``l1`` (a decaying L1 penalty on every weight, l1-sparse).
+        budget: ``epochs`` (the paper's unit: passes over the plan's list) or ``steps``
+            (the ``steps`` parameter replaces ``epochs``; the plan returns one batch per loop
+            epoch, so evaluation epochs and the history count optimiser steps).
         plan_builder: the preset's own plan (same signature as ``plan.build_plan``); None =
             the composition of ``forget_target`` and ``replay_retain``.
     """
@@ -130,10 +146,14 @@ class Strategy:
     teachers: tuple[str, ...] = ()
     surgery: str = "none"
     update_mask: str = "none"
+    regulariser: str = "none"
+    budget: str = "epochs"
     plan_builder: PlanBuilder | None = None
 
     def __post_init__(self) -> None:
         look_up_option(self.forget_target, FORGET_TARGETS, "forget_target")
+        look_up_option(self.regulariser, REGULARISERS, "regulariser")
+        look_up_option(self.budget, BUDGETS, "budget")
         look_up_option(self.surgery, SURGERIES, "surgery")
         look_up_option(self.update_mask, UPDATE_MASKS, "update_mask")
         for teacher in self.teachers:
@@ -151,15 +171,23 @@ class Strategy:
         if not self.trains:
             return self.parameters
         overrides = dict(self.defaults)
+        budget = (STEPS,) if self.budget == "steps" else COMMON_PARAMETERS[:1]
         common = tuple(
             Parameter(p.name, p.type, overrides.get(p.name, p.default), p.help)
-            for p in COMMON_PARAMETERS
+            for p in (*budget, *COMMON_PARAMETERS[1:])
         )
         return common + self.parameters
 
     def resolve(self, given: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``given``; unknown names raise with the valid list."""
         parameters = {p.name: p for p in self.all_parameters()}
+        if self.budget == "steps" and "epochs" in given:
+            raise InvalidInputError(
+                f"{self.name} counts its budget in optimiser steps, not epochs (an epoch of a "
+                "cohort is only a few volumes).",
+                hint=f"Give strategy_params steps=N (CLI: --param steps=N; default "
+                f"{parameters['steps'].default}) instead of epochs.",
+            )
         unknown = sorted(set(given) - set(parameters))
         if unknown:
             raise InvalidInputError(

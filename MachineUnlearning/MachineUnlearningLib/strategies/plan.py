@@ -21,6 +21,22 @@ from MachineUnlearningLib.training.steps import (
 RANDOM_LABEL_TARGETS = ("uniform-random", "wrong-class")
 
 
+class Cycle:
+    """Subject ids in shuffled passes without end, as a shuffling data loader cycles through its
+    data set: each pass is a fresh permutation drawn from the run's generator."""
+
+    def __init__(self, ids: Sequence[str]) -> None:
+        if not ids:
+            raise ValueError("a cycle needs at least one subject")
+        self.ids = list(ids)
+        self.pool: list[str] = []
+
+    def next(self, rng: np.random.Generator) -> str:
+        if not self.pool:
+            self.pool = [self.ids[i] for i in rng.permutation(len(self.ids))][::-1]
+        return self.pool.pop()
+
+
 def forget_step(
     strategy: Strategy,
     subject_id: str,

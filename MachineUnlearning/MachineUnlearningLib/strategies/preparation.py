@@ -18,6 +18,7 @@ from MachineUnlearningLib.model.adapters import ModelSpec
 from MachineUnlearningLib.strategies.base import Strategy
 from MachineUnlearningLib.strategies.dampening import selective_dampening
 from MachineUnlearningLib.strategies.saliency import KeepUnmasked, saliency_mask
+from MachineUnlearningLib.strategies.sparsity import L1Penalty
 from MachineUnlearningLib.strategies.surgery import reinitialise_encoder
 from MachineUnlearningLib.strategies.teachers import build_teachers
 from MachineUnlearningLib.training.loop import StepHook
@@ -30,6 +31,22 @@ class Prepared:
     teachers: dict[str, torch.nn.Module] = field(default_factory=dict)
     after_step: StepHook | None = None
     record: dict[str, Any] = field(default_factory=dict)
+
+
+class Hooks:
+    """Several ``after_step`` hooks as one: each one's ``on_gradients`` (if any), in order."""
+
+    def __init__(self, hooks: Sequence) -> None:
+        self.hooks = list(hooks)
+
+    def on_gradients(self, model: torch.nn.Module) -> None:
+        for hook in self.hooks:
+            if hasattr(hook, "on_gradients"):
+                hook.on_gradients(model)
+
+    def __call__(self, model: torch.nn.Module) -> None:
+        for hook in self.hooks:
+            hook(model)
 
 
 def prepare(
@@ -52,14 +69,19 @@ def prepare(
     then selective dampening; teachers are built from ``original`` (never modified).
     """
     prepared = Prepared()
+    hooks: list = []
+    if strategy.regulariser == "l1":
+        hooks.append(L1Penalty(params["gamma"], params["steps"]))
     if strategy.update_mask == "saliency":
         mask = saliency_mask(model, source, forget_ids, device, params["mask_fraction"])
-        prepared.after_step = KeepUnmasked(model, mask)
+        hooks.append(KeepUnmasked(model, mask))
         prepared.record["saliency_mask"] = {
             "fraction": params["mask_fraction"],
             "masked": int(sum(int(m.sum()) for m in mask.values())),
             "entries": int(sum(m.numel() for m in mask.values())),
         }
+    if hooks:
+        prepared.after_step = hooks[0] if len(hooks) == 1 else Hooks(hooks)
     if strategy.reinit_encoder:
         reinitialise_encoder(model, spec, seed=seed)
     if strategy.surgery == "selective-dampening":

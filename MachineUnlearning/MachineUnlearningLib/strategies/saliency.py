@@ -4,8 +4,12 @@ Saliency of a weight = |d L_f / d theta| at the original weights, with L_f the m
 cross-entropy of the forget subjects with their true labels (the sign of SalUn's -L_f does not
 matter under the absolute value). The mask holds the top ``fraction`` of all parameter entries
 by saliency, with one global threshold over every parameter tensor (exactly
-``round(fraction * N)`` entries). Training then updates only masked entries: after every
-optimiser step :class:`KeepUnmasked` sets ``theta = m * theta' + (1 - m) * theta_o``.
+``round(fraction * N)`` entries). Training then updates only masked entries, as
+OPTML-Group/Unlearn-Saliency's ``Classification/unlearn/RL.py`` does (``_apply_mask_to_grads``
+after ``backward``, ``_restore_masked_params`` after ``optimizer.step``): :class:`KeepUnmasked`
+multiplies every gradient by the mask before the loop clips it (so the clip bounds the masked
+update, not the whole gradient), and after every optimiser step sets
+``theta = m * theta' + (1 - m) * theta_o`` (undoing weight decay and momentum on the others).
 BatchNorm running statistics are buffers, not weights, and move as in any training run.
 """
 
@@ -54,7 +58,8 @@ def saliency_mask(
 
 
 class KeepUnmasked:
-    """``after_step`` hook: entries outside ``mask`` go back to their values at construction.
+    """``after_step`` hook: entries outside ``mask`` go back to their values at construction;
+    its ``on_gradients`` zeroes their gradients before clipping.
 
     Holds a copy of every parameter (one model's worth of memory) and the mask.
     """
@@ -65,6 +70,12 @@ class KeepUnmasked:
         missing = sorted(set(self.reference) - set(mask))
         if missing:
             raise ValueError(f"the mask lacks parameters {missing[:3]}...")
+
+    @torch.no_grad()
+    def on_gradients(self, model: torch.nn.Module) -> None:
+        for name, parameter in model.named_parameters():
+            if parameter.grad is not None:
+                parameter.grad.mul_(self.mask[name].to(parameter.grad.device))
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module) -> None:

@@ -14,7 +14,14 @@ A negative weight is gradient ascent, bounded: the per-sample loss is capped at 
 ``kl``, once the student is that far from its teacher), and gradients are clipped to
 ``grad_clip_norm``. A non-finite loss stops the run with TrainingDivergedError. An optional
 ``after_step(model)`` runs after every optimiser step (e.g. to restore weights a strategy keeps
-fixed); the loop has no strategy-specific branch.
+fixed); when that hook also has an ``on_gradients(model)`` method, it is called after every
+backward pass and before clipping (e.g. to mask or add to the gradients); the loop has no
+strategy-specific branch.
+
+Teachers run in the student's BatchNorm mode, so a student that equals its teacher has KL 0 at
+the first step: with ``batchnorm="train"`` every teacher BatchNorm layer the student trains
+normalises by the batch's own statistics (as the student does) without updating any statistics;
+with ``frozen`` (and for a frozen decoder's layers) both use the running statistics.
 
 A batch (``batch_size`` > 1) stacks its steps' inputs into one forward pass; each step keeps its
 own target, loss kind, teacher, weight and ascent cap, and the batch's loss is the mean of the
@@ -25,6 +32,7 @@ gradients, and only rank 0 runs ``on_epoch_end``.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -129,7 +137,8 @@ StepHook = Callable[[torch.nn.Module], None]
 
 @dataclass
 class TrainingHistory:
-    """Per-epoch mean loss and optimiser steps of one run (JSON-friendly)."""
+    """Per-epoch mean loss, optimiser steps in the epoch and in all so far (``step``), of one
+    run (JSON-friendly)."""
 
     epochs: list[dict] = field(default_factory=list)
     steps: int = 0
@@ -235,9 +244,12 @@ def train(
     frozen_modules = _freeze(model, frozen_prefixes)
     if config.batchnorm == "frozen":
         frozen_modules = _batchnorm_modules(model, prefixes=None)
-    teachers = dict(teachers or {})
-    for teacher in teachers.values():
-        teacher.to(device).eval()
+    frozen_names = {name for name, module in model.named_modules() if module in frozen_modules}
+    teachers = {
+        name: _in_student_mode(teacher.to(device).eval(), frozen_names)
+        for name, teacher in (teachers or {}).items()
+    }
+    gradient_hook = getattr(after_step, "on_gradients", None)
     optimizer = build_optimizer(model, config, head_prefixes)
     network = group.wrap(model, device)
     scheduler = (
@@ -285,6 +297,8 @@ def train(
                     ascent_cap,
                     teachers,
                     group,
+                    model,
+                    gradient_hook,
                 )
             if not math.isfinite(value):
                 raise TrainingDivergedError(
@@ -317,6 +331,7 @@ def train(
                 "epoch": epoch,
                 "loss": float(np.mean(losses)) if losses else None,
                 "steps": len(batches),
+                "step": history.steps,
             }
         )
         if on_epoch_end is not None and group.from_main(
@@ -343,6 +358,8 @@ def _optimiser_step(
     ascent_cap,
     teachers,
     group,
+    model,
+    gradient_hook,
 ) -> float:
     """One optimiser step over ``batch``; returns the batch's mean weighted loss (all ranks).
 
@@ -390,8 +407,11 @@ def _optimiser_step(
     if not math.isfinite(value):
         return value
     scaler.scale(total).backward()
-    if config.grad_clip_norm is not None:
+    if config.grad_clip_norm is not None or gradient_hook is not None:
         scaler.unscale_(optimizer)
+    if gradient_hook is not None:
+        gradient_hook(model)
+    if config.grad_clip_norm is not None:
         torch.nn.utils.clip_grad_norm_(
             [p for p in network.parameters() if p.requires_grad], config.grad_clip_norm
         )
@@ -411,6 +431,25 @@ def _own_target(source: SampleSource, step: Step, sample) -> torch.Tensor:
     if target is None or sample.target is None or target.shape != sample.target.shape:
         raise InvalidInputError(f"target {step.target}: no label on the same grid.")
     return target
+
+
+def _in_student_mode(teacher: torch.nn.Module, frozen_names: set[str]) -> torch.nn.Module:
+    """``teacher`` (in eval mode) as the student runs it: a copy whose BatchNorm layers not
+    named in ``frozen_names`` normalise by each batch's statistics (no running statistics, so
+    nothing is updated); the teacher itself when the student freezes every such layer."""
+    trained = [
+        name
+        for name, module in teacher.named_modules()
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and name not in frozen_names
+    ]
+    if not trained:
+        return teacher
+    copy_ = copy.deepcopy(teacher)
+    for name, module in copy_.named_modules():
+        if name in trained:
+            module.track_running_stats = False
+            module.running_mean = module.running_var = module.num_batches_tracked = None
+    return copy_
 
 
 def _freeze(model: torch.nn.Module, prefixes: Sequence[str]) -> list[torch.nn.Module]:
