@@ -474,6 +474,16 @@ def _timing(study: dict) -> str:
             f"{one['load_average_1min'][0]}; training loop {one['training_seconds']:.0f} s), "
             "i.e. about that many seconds on one idle core."
         )
+    quiet = study.get("quiet_retrain")
+    if quiet:
+        text.append(
+            f"One leave-one-out retrain on a nearly idle machine (1-minute load average "
+            f"{quiet['load_average_1min'][0]} before, {quiet['load_average_1min'][1]} after; "
+            f"{quiet['torch_threads']} torch threads; `{quiet['command']}`): "
+            f"**{quiet['wall_seconds']:.0f} s** for the whole command, "
+            f"{quiet['cpu_seconds']:.0f} CPU s, training loop {quiet['training_seconds']:.1f} s "
+            f"for {quiet['steps']} steps ({quiet['how']})."
+        )
     return " ".join(text)
 
 
