@@ -18,6 +18,7 @@ script). The blocks, by document (JSON files under docs/, each written by the sc
   - ``tuned``: the stopping-rule run (benchmarks-tuned.json, scripts/benchmark_strategies.py);
   - ``memorisation``: benchmarks-memorisation.json (scripts/benchmark_memorisation.py);
   - ``protocol``: every benchmarks-protocol*.json (scripts/benchmark_protocol.py);
+  - ``audit-design``: audit-design.json (scripts/simulate_audit.py);
 - README.md: ``readme``, the measured table, from the same files.
 
 ``--plot`` also redraws docs/benchmarks-tradeoff.png from the preset JSON.
@@ -764,6 +765,88 @@ def draw_trade_off(docs: Path) -> None:
     print(f"wrote {PLOT}")
 
 
+# --------------------------------------------------------------------------- audit design
+
+
+def render_audit_design(docs: Path) -> str:
+    """The audit's feature choice, its verdicts on real references and its operating
+    characteristics (docs/audit-design.json, scripts/simulate_audit.py)."""
+    data = _load(docs, "audit-design.json")
+    new, old = data["new_audit"], data["old_audit"]
+    features = data["measured"]["features"]
+    lines = [
+        f"Command: `{data['command']}` (recipe `{data['recipe']}`, reference seeds "
+        f"{_list(data['seeds'])}, {data['reps']} simulated draws per case, measured "
+        f"{data['date']}).",
+        "",
+        "Which per-subject score separates the originals (seen) from the leave-one-out "
+        "retrains (never seen): originals' mean minus retrains' mean, in pooled retrain "
+        "seed-SDs, over the 7 training subjects.",
+        "",
+        "| score | separation closest to 0 (SDs) | median separation (SDs) |",
+        "|---|---|---|",
+    ]
+    for name, feature in features.items():
+        separations = [s["separation_sds"] for s in feature["subjects"].values()]
+        lines.append(
+            f"| {name}{' (used)' if name == new['feature'] else ''} | "
+            f"{min(separations, key=abs):.2f} | {statistics.median(separations):.2f} |"
+        )
+    counts: dict[str, dict[str, int]] = {}
+    for row in data["real_verdicts"]["rows"]:
+        model = row["model"]
+        counts.setdefault(model, {})
+        counts[model][row["verdict"]] = counts[model].get(row["verdict"], 0) + 1
+    lines += [
+        "",
+        f"Verdicts of the audit (score `{new['feature']}`, margin {new['margin_sds']:g} "
+        f"seed-SDs, {new['reference_seeds']} reference seeds) on real bench models:",
+        "",
+        "| model audited | verdicts |",
+        "|---|---|",
+    ]
+    lines += [f"| {model} | {_verdicts(c)} |" for model, c in counts.items()]
+    rates = new["verdict_rates"]
+    lines += [
+        "",
+        "Operating characteristics, simulated from Gaussians with the measured spreads "
+        f"(retrains' seed SD {new['seed_sd_retrained']:.4f}, originals' "
+        f"{new['seed_sd_originals']:.4f} Dice): per subject, how often a do-nothing model is "
+        "called forgotten (should be ~0) and how often a fresh retrain is (the power).",
+        "",
+        "| subject | separation (SDs) | do nothing: forgotten | do nothing: not auditable | "
+        "retrain: forgotten | retrain: not auditable |",
+        "|---|---|---|---|---|---|",
+    ]
+    for subject, separation in new["separations_sds"].items():
+        nothing, retrain = rates["do_nothing"][subject], rates["retrain"][subject]
+        lines.append(
+            f"| {subject} | {separation:.1f} | {nothing['forgotten']:.3f} | "
+            f"{nothing['not auditable']:.3f} | {retrain['forgotten']:.3f} | "
+            f"{retrain['not auditable']:.3f} |"
+        )
+    stop = new["stopping_rule_null_boundary_forgotten_rate"]
+    looks = old["stopping_rule_do_nothing_z_minus_4_passes_within_20_looks"]
+    coverage = old["bootstrap_auc_ci_coverage_6_vs_5_nominal_0.95"]
+    lines += [
+        "",
+        "The audit it replaces (held-out comparison), simulated the same way: a member call "
+        "at a true 3-SD shift with 5 never-seen subjects has power "
+        f"{old['power_member_call_3sd_5_never_seen']:.2f}; a do-nothing model at z = -4 passes "
+        f"the old stopping rule within 20 looks with probability {min(looks.values()):.2f} to "
+        f"{max(looks.values()):.2f} (epoch-to-epoch correlation 1 to 0), with one look "
+        f"{old['stopping_rule_do_nothing_one_look_passes']:.2f}; the bootstrap AUC interval "
+        f"at 6 vs 5 covers {min(coverage.values()):.2f} to {max(coverage.values()):.2f} "
+        "(nominal 0.95); the exact permutation p-value that replaces it rejects "
+        f"{old['permutation_p_size_6_vs_5_null']['rejections_at_0.05']:.3f} of null draws at "
+        "0.05. The new stopping rule at the null boundary: forgotten "
+        f"{stop['choose_and_certify_with_the_same_seeds']:.3f} when choosing and certifying "
+        f"with the same seeds, {stop['disjoint_seeds']:.3f} with disjoint seeds (this "
+        "simulation does not show a benefit of disjoint seeds).",
+    ]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- splicing
 
 BLOCKS: dict[str, tuple[str, str, Callable[[Path], str]]] = {
@@ -781,6 +864,7 @@ BLOCKS: dict[str, tuple[str, str, Callable[[Path], str]]] = {
     "tuned": ("docs/benchmarks.md", "benchmarks-tuned.json", render_tuned),
     "memorisation": ("docs/benchmarks.md", "benchmarks-memorisation.json", render_memorisation),
     "protocol": ("docs/benchmarks.md", "benchmarks-protocol*.json", render_protocol),
+    "audit-design": ("docs/benchmarks.md", "audit-design.json", render_audit_design),
     "readme": ("README.md", "docs/benchmarks-*.json", render_readme),
 }
 DOCUMENTS = ("docs/benchmarks.md", "README.md")
