@@ -66,8 +66,9 @@ def test_no_measured_table_lies_outside_a_rendered_block():
 
 @pytest.fixture
 def docs_copy(tmp_path) -> Path:
-    for path in (REPO / "docs").glob("benchmarks-*.json"):
-        shutil.copy(path, tmp_path / path.name)
+    for pattern in ("benchmarks-*.json", "audit-design.json"):
+        for path in (REPO / "docs").glob(pattern):
+            shutil.copy(path, tmp_path / path.name)
     return tmp_path
 
 
@@ -80,7 +81,14 @@ def test_a_changed_number_in_the_json_changes_the_documents(docs_copy):
     last = [r for r in strategies["rows"] if r["preset"] == "noisy-label+fix-decoder"][-1]
     last["forget_decrease_pct"] = 12.345
     (docs_copy / "benchmarks-strategies.json").write_text(json.dumps(strategies))
-    for document, wanted in (("docs/benchmarks.md", "**9.87**"), ("README.md", "-12.3 %")):
+    audit = json.loads((docs_copy / "audit-design.json").read_text())
+    audit["new_audit"]["verdict_rates"]["retrain"]["070"]["forgotten"] = 0.4321
+    (docs_copy / "audit-design.json").write_text(json.dumps(audit))
+    for document, wanted in (
+        ("docs/benchmarks.md", "**9.87**"),
+        ("docs/benchmarks.md", "| 0.432 |"),
+        ("README.md", "-12.3 %"),
+    ):
         current = (REPO / document).read_text(encoding="utf-8")
         changed = renderer.rendered_document(current, document, docs=docs_copy)
         assert changed != current and wanted in changed
