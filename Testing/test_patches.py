@@ -24,6 +24,7 @@ from MachineUnlearningLib.model.checkpoint import load_checkpoint
 from MachineUnlearningLib.runtime.errors import InvalidInputError
 from MachineUnlearningLib.runtime.events import CollectingSink
 from MachineUnlearningLib.runtime.jobs import JobSpec
+from MachineUnlearningLib.strategies import get_strategy
 from MachineUnlearningLib.training.recipes import resolve_recipe
 
 PATCH = (8, 16, 16)
@@ -217,6 +218,7 @@ def test_a_patch_trained_model_unlearns_on_patches(
     same patch), SCRUB's teacher KL (the teacher runs on the patch batch); the unlearned model
     keeps the sampling it was trained with."""
     output = tmp_path / "unlearn"
+    budget = {"epochs": 1} if get_strategy(strategy).budget == "epochs" else {}
     job = JobSpec(
         command="unlearn",
         cohort=str(a_tiny_cohort),
@@ -224,8 +226,9 @@ def test_a_patch_trained_model_unlearns_on_patches(
         checkpoint=str(a_patch_trained_model),
         forget_ids=["070"],
         strategy=strategy,
-        epochs=1,
+        strategy_params={} if budget else {"steps": 2},
         device="cpu",
+        **budget,
     )
     run_job(job, CollectingSink())
     meta = load_checkpoint(output / "unlearned.pt").metadata
