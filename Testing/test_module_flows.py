@@ -490,3 +490,30 @@ def test_buttons_that_start_runs_are_disabled_while_a_run_is_active(a_tiny_cohor
     assert not module.state.can_generate_demo_cohort and not module.state.can_train_baseline
     module.finish_run()
     assert module.state.can_generate_demo_cohort and module.state.can_train_baseline
+
+
+# -- The budget box follows the preset's unit (issue 11: step budgets) -------------------------
+
+
+@pytest.mark.parametrize(
+    "strategy, expected",
+    [("noisy-label", ({"epochs": 7}, {})), ("salun", ({"epochs": None}, {"steps": 7}))],
+)
+def test_the_budget_box_is_epochs_for_paper_presets_and_steps_for_literature_methods(
+    a_tiny_cohort, tmp_path, strategy, expected
+):
+    """A clinician who sets the budget to 7 for salun gets 7 optimiser steps, not an exit-2
+    refusal of ``--epochs`` (literature presets count steps)."""
+    from MachineUnlearningLib.app.parameters import unlearning_job
+    from MachineUnlearningLib.strategies import get_strategy
+
+    module = a_module_on(a_tiny_cohort, tmp_path)
+    module.pn.checkpoint = str(a_checkpoint_file(tmp_path))
+    module.pn.strategy = strategy
+    module.pn.epochs = 7
+    job = unlearning_job(module.pn, {"070": "forget", "1": "retain"}, tmp_path / "run")
+    assert {"epochs": job.epochs} == expected[0]
+    assert job.strategy_params == expected[1]
+    given = {**job.strategy_params, **({"epochs": job.epochs} if job.epochs else {})}
+    resolved = get_strategy(strategy).resolve(given)  # what the unlearn job does; no refusal
+    assert resolved[get_strategy(strategy).budget] == 7

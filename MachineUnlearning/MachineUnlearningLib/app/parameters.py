@@ -102,8 +102,15 @@ def unlearning_job(
     output: Path,
     config: Mapping[str, Any] | None = None,
 ) -> JobSpec:
-    """The JobSpec of an unlearning run (``epochs`` / ``learningRate`` 0 = the preset's)."""
+    """The JobSpec of an unlearning run (``epochs`` / ``learningRate`` 0 = the preset's).
+
+    The module's one budget box (``epochs``) is in the preset's own unit: epochs for the
+    paper's presets, optimiser steps for the literature methods (``Strategy.budget``)."""
+    from MachineUnlearningLib.strategies import get_strategy  # the torch-free registry
+
     held_out = [s for s, r in roles.items() if r == "held-out"]
+    budget = parameters.epochs or None
+    in_steps = budget is not None and get_strategy(parameters.strategy).budget == "steps"
     return JobSpec(
         command="unlearn",
         cohort=str(parameters.cohort),
@@ -115,7 +122,8 @@ def unlearning_job(
         held_out_ids=held_out or None,
         strategy=parameters.strategy,
         fix_decoder=parameters.fixDecoder,
-        epochs=parameters.epochs or None,
+        epochs=None if in_steps else budget,
+        strategy_params={"steps": budget} if in_steps else {},
         learning_rate=parameters.learningRate or None,
         stop_when_indistinguishable=parameters.stopWhenIndistinguishable,
         device=parameters.device,
