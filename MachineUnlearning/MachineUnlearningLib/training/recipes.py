@@ -68,9 +68,18 @@ class Recipe:
         return out
 
 
-def _cpu_demo() -> Recipe:
+def _cpu_demo(
+    name: str = "cpu-demo",
+    base_width: int = 16,
+    head_channels: int = 32,
+    input_size: tuple[int, int, int] = (96, 160, 160),
+    epochs: int = 60,
+) -> Recipe:
+    """ResNet-10 (shortcut B) on the three MRBrainS18 contrasts, Dice + cross-entropy on the
+    input grid, Adam with exponential decay, no augmentation; ``_bench`` is the same at a
+    smaller scale."""
     return Recipe(
-        name="cpu-demo",
+        name=name,
         label_policy="mrbrains3",
         modalities=DEFAULT_MODALITIES,
         model=_medicalnet(
@@ -79,13 +88,13 @@ def _cpu_demo() -> Recipe:
                 shortcut_type="B",
                 num_classes=4,
                 in_channels=3,
-                base_width=16,
-                head_channels=32,
+                base_width=base_width,
+                head_channels=head_channels,
             )
         ),
-        preprocessing=Preprocessing(input_size=(96, 160, 160), target_grid="input"),
+        preprocessing=Preprocessing(input_size=input_size, target_grid="input"),
         training=TrainingConfig(
-            epochs=60,
+            epochs=epochs,
             optimizer="adam",
             learning_rate=3e-3,
             head_lr_multiplier=1.0,
@@ -121,38 +130,13 @@ def _medicalnet_recipe() -> Recipe:
 
 
 def _bench() -> Recipe:
-    """Sized so that one leave-one-out retrain (6 subjects) takes under a minute on 2 CPU cores.
+    """Sized so that one leave-one-out retrain (6 subjects) takes under a minute on 2 CPU cores
+    (docs/benchmarks.md section 6 times it).
 
-    The cpu-demo architecture at half its width and a twelfth of its input voxels;
-    trained long enough to fit its training subjects (docs/benchmarks.md, "Memorisation").
+    The cpu-demo recipe at half its width and a twelfth of its input voxels; trained long
+    enough to fit its training subjects (docs/benchmarks.md, "Memorisation").
     """
-    return Recipe(
-        name="bench",
-        label_policy="mrbrains3",
-        modalities=DEFAULT_MODALITIES,
-        model=_medicalnet(
-            ModelConfig(
-                depth=10,
-                shortcut_type="B",
-                num_classes=4,
-                in_channels=3,
-                base_width=8,
-                head_channels=16,
-            )
-        ),
-        preprocessing=Preprocessing(input_size=(32, 80, 80), target_grid="input"),
-        training=TrainingConfig(
-            epochs=40,
-            optimizer="adam",
-            learning_rate=3e-3,
-            head_lr_multiplier=1.0,
-            weight_decay=0.0,
-            loss="dice-ce",
-            schedule="exponential",
-            gamma=0.97,
-            grad_clip_norm=5.0,
-        ),
-    )
+    return _cpu_demo("bench", base_width=8, head_channels=16, input_size=(32, 80, 80), epochs=40)
 
 
 def _medicalnet(config: ModelConfig) -> ModelSpec:
