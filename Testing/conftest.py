@@ -335,3 +335,14 @@ def write_zoo_bundle(
     torch.manual_seed(seed)
     torch.save(network_type(**source).state_dict(), root / "models" / "model.pt")
     return root
+
+
+def load_script(name: str):
+    """The module ``scripts/<name>.py`` (the benchmark and rendering scripts are not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

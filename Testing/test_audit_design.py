@@ -7,23 +7,16 @@ committed docs/audit-design.json holds the full run on the bench references.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_script():
-    path = REPO / "scripts" / "simulate_audit.py"
-    spec = importlib.util.spec_from_file_location("simulate_audit", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_peeking_inflates_the_old_rule_and_the_bootstrap_interval_under_covers():
-    old = load_script().old_audit(reps=160, seed=0)
+    old = load_script("simulate_audit").old_audit(reps=160, seed=0)
     passes = old["stopping_rule_do_nothing_z_minus_4_passes_within_20_looks"]
     assert passes["0.0"] > 3 * old["stopping_rule_do_nothing_one_look_passes"]
     assert passes["0.0"] > passes["1.0"]
@@ -48,7 +41,7 @@ def test_the_new_audit_separates_doing_nothing_from_a_retrain():
             }
         }
     }
-    new = load_script().new_audit(measured, reps=150, seed=1)
+    new = load_script("simulate_audit").new_audit(measured, reps=150, seed=1)
     assert new["false_forgotten_do_nothing_max"] <= 0.1
     assert new["power_retrain_min"] >= 0.5
     for subject in ("a", "b"):

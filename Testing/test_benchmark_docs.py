@@ -3,7 +3,6 @@ the committed JSON: the documents and the JSON agree (scripts/render_benchmarks.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -13,15 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- rendered: ([\w-]+) \(.*?-->\n.*?<!-- end rendered: \1 -->", re.S)
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 renderer = load_script("render_benchmarks")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import statistics
@@ -10,21 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_RECIPE, write_phantom_subject
+from conftest import TINY_RECIPE, load_script, write_phantom_subject
 from MachineUnlearningLib.evaluation.reference_audit import VERDICTS
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_protocol():
-    path = REPO / "scripts" / "benchmark_protocol.py"
-    spec = importlib.util.spec_from_file_location("benchmark_protocol", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-protocol = load_protocol()
+protocol = load_script("benchmark_protocol")
 
 
 def test_the_bootstrap_interval_of_constant_values_is_that_value():
@@ -181,11 +172,7 @@ def test_a_tiny_protocol_run_end_to_end(tmp_path, monkeypatch):
     assert rows["do nothing"]["neurips"]["models"] == 2  # two seeds: no score at this N
     assert rows["do nothing"]["neurips"]["score"] is None
 
-    renderer = importlib.util.spec_from_file_location(
-        "render_benchmarks", REPO / "scripts" / "render_benchmarks.py"
-    )
-    module = importlib.util.module_from_spec(renderer)
-    renderer.loader.exec_module(module)
+    module = load_script("render_benchmarks")
     (tmp_path / "benchmarks-protocol.json").write_text(out.read_text())
     table = module.render_protocol(tmp_path)
     assert "| nl | `noisy-label --epochs 1 --eval-epochs 1` | 2 |" in table
