@@ -27,6 +27,7 @@ from conftest import TINY_SOURCE_IDS, a_tiny_model
 from MachineUnlearningLib.app.cli import main
 from MachineUnlearningLib.runtime.errors import CancelledError, InvalidInputError
 from MachineUnlearningLib.runtime.events import CollectingSink, parse_event
+from MachineUnlearningLib.training.distributed import leave
 from MachineUnlearningLib.training.loop import TrainingConfig, train
 from MachineUnlearningLib.training.steps import Step
 
@@ -43,21 +44,17 @@ def _join_group(rank: int, rendezvous: str) -> None:
 
 def _cli_worker(rank: int, rendezvous: str, argv: list[str], logs: str) -> None:
     """One rank of a torchrun-like run of the real CLI; its stdout/stderr go to a file."""
-    import torch.distributed as dist
-
     _join_group(rank, rendezvous)
     log = Path(logs) / f"rank{rank}.log"
     with log.open("w") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         code = main(argv)
-    dist.destroy_process_group()
+    leave()
     if code != 0:
         raise SystemExit(code)
 
 
 def _cancel_worker(rank: int, rendezvous: str, source, folder: str) -> None:
     """Only rank 1's cancel file exists; both ranks must stop at the same step."""
-    import torch.distributed as dist
-
     _join_group(rank, rendezvous)
     cancel = Path(folder) / f"CANCEL-{rank}"
     if rank == 1:
@@ -70,7 +67,7 @@ def _cancel_worker(rank: int, rendezvous: str, source, folder: str) -> None:
     except CancelledError as exc:
         outcome = str(exc)
     (Path(folder) / f"outcome-{rank}.txt").write_text(outcome)
-    dist.destroy_process_group()
+    leave()
 
 
 def _spawn(target, *args) -> None:
