@@ -57,6 +57,26 @@ def test_every_step_reports_progress_with_eta(a_tiny_source):
     assert progress[-1]["eta_s"] == 0
 
 
+def test_time_in_the_epoch_hook_is_counted_apart_from_the_loop(a_tiny_source):
+    """Evaluations run in ``on_epoch_end``; RTE divides by the loop time without them."""
+    import time
+
+    def evaluate(epoch):
+        time.sleep(0.2)
+        return False
+
+    history = train(
+        a_tiny_model(), a_tiny_source, every_subject, config(epochs=2), CPU, CollectingSink(),
+        on_epoch_end=evaluate,
+    )  # fmt: skip
+    assert history.hook_seconds >= 2 * 0.2
+    assert history.seconds >= history.hook_seconds
+    plain = train(
+        a_tiny_model(), a_tiny_source, every_subject, config(epochs=2), CPU, CollectingSink()
+    )
+    assert plain.hook_seconds == 0.0
+
+
 def test_cancel_file_stops_before_the_next_step(a_tiny_source, tmp_path):
     cancel = tmp_path / "CANCEL"
     sink = CollectingSink()

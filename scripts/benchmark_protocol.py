@@ -35,9 +35,10 @@ Per (s, k) pair and row:
   "another retrain" should succeed about 95 % of the time; sigma_k never uses R_{s,k}, so that
   row is not inside by construction;
 - RTE: the training-loop seconds of the retrains R_{s,j} (mean, from the cache's
-  ``training.json``) / the unlearning run's training-loop seconds (its checkpoint's
-  ``training_history``); the unlearning runs use ``--threads`` torch threads, the thread
-  count the cache's retrains were trained with (recorded by scripts/benchmark_memorisation.py).
+  ``training.json``; a retrain evaluates nothing inside its loop) / the unlearning run's
+  training-loop seconds without the evaluations inside it (its checkpoint's
+  ``training_history``: ``seconds`` - ``evaluation_seconds``); the unlearning runs use
+  ``--threads`` torch threads, the thread count the cache's retrains were trained with.
 
 Per row over all pairs: mean and 95 % percentile bootstrap interval of the forget gap, retain
 kept and held-out kept (:func:`bootstrap_interval`: subjects resampled with replacement, then
@@ -360,9 +361,13 @@ def run_unlearning(
         "training_history"
     ][-1]
     epochs = entry.get("epochs")
+    seconds, evaluating = entry.get("seconds"), entry.get("evaluation_seconds")
     return {
         "path": model,
-        "loop_seconds": entry.get("seconds"),
+        # the loop without its evaluations (checkpoints written before the engine recorded
+        # evaluation_seconds give the loop with them)
+        "loop_seconds": seconds if evaluating is None else round(seconds - evaluating, 2),
+        "evaluation_seconds": evaluating,
         "steps": entry.get("steps"),
         "epochs": len(epochs) if isinstance(epochs, list) else epochs,
         "params": entry.get("params"),
@@ -665,7 +670,8 @@ DEFINITIONS = {
     "interval": "95 % percentile bootstrap, subjects then seeds resampled with replacement, "
     f"{BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}; success: Clopper-Pearson",
     "rte": "mean training-loop seconds of the subject's retrains (cache) / the unlearning "
-    "run's training-loop seconds",
+    "run's training-loop seconds without the evaluations it runs inside the loop (its "
+    "checkpoint's evaluation_seconds; runs whose checkpoint lacks it count them)",
     "audit": "evaluation/reference_audit.reference_verdict with its defaults on the engine's "
     "default feature: the retrains at the seeds != k and the originals at every protocol seed "
     "(a do-nothing candidate is among them), the seed spread pooled over every training "

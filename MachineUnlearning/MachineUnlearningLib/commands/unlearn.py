@@ -425,6 +425,7 @@ def write_outputs(
         "epochs": history.epochs,
         "steps": history.steps,
         "seconds": round(history.seconds, 2),
+        "evaluation_seconds": round(history.hook_seconds, 2),
         "device": distributed.device_label(run.device),
         "world_size": run.group.world_size,
         "seed": run.job.seed,

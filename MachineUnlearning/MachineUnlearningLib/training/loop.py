@@ -142,7 +142,8 @@ class TrainingHistory:
 
     epochs: list[dict] = field(default_factory=list)
     steps: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole loop, wall clock
+    hook_seconds: float = 0.0  # of which inside on_epoch_end (evaluations, stopping rules)
     stopped_early_at: int | None = None
 
 
@@ -334,11 +335,13 @@ def train(
                 "step": history.steps,
             }
         )
-        if on_epoch_end is not None and group.from_main(
-            bool(on_epoch_end(epoch)) if group.is_main else False
-        ):
-            history.stopped_early_at = epoch
-            break
+        if on_epoch_end is not None:
+            hook_started = time.monotonic()
+            stop = group.from_main(bool(on_epoch_end(epoch)) if group.is_main else False)
+            history.hook_seconds += time.monotonic() - hook_started
+            if stop:
+                history.stopped_early_at = epoch
+                break
     history.seconds = time.monotonic() - started
     return history
 
