@@ -46,6 +46,21 @@ PAPER_ROW = (
 )
 
 
+def final_verdict(run: Path) -> str | None:
+    """The run's audit verdict: against the forget subject's own retrains
+    (``reference-audit.json``) when its references were cached, else the older comparison with
+    never-seen subjects (``audit.json``, marked "vs held-out"); None when neither ran."""
+    reference = run / "reference-audit.json"
+    if reference.exists():
+        verdict = json.loads(reference.read_text()).get("verdict")
+        if verdict is not None:
+            return verdict
+    held_out = run / "audit.json"
+    if held_out.exists():
+        return f"{json.loads(held_out.read_text())['unlearned']['overall']} (vs held-out)"
+    return None
+
+
 def run_cli(args: list[str]) -> dict:
     """Run the CLI with --events; returns exit code, wall seconds and the finished event."""
     from MachineUnlearningLib.runtime.events import parse_event
@@ -127,6 +142,9 @@ def main() -> None:
     )
     parser.add_argument("--retrain", action="store_true", help="also run the retrain reference")
     parser.add_argument(
+        "--recipe", default="cpu-demo", help="the retrain reference's recipe (cpu-demo)"
+    )
+    parser.add_argument(
         "--reference-json",
         type=Path,
         help="reuse the retrain reference of an earlier --json output",
@@ -161,7 +179,7 @@ def main() -> None:
         reference = json.loads(args.reference_json.read_text())["reference"]
     elif args.retrain:
         out = args.work / "retrain"
-        usage = runner(["retrain", *common, "--output", str(out)])
+        usage = runner(["retrain", *common, "--recipe", args.recipe, "--output", str(out)])
         evaluated = args.work / "retrain-evaluated"
         runner(
             [
@@ -203,9 +221,7 @@ def main() -> None:
             ]
         )
         metrics = json.loads((out / "metrics.json").read_text())
-        audit = (
-            json.loads((out / "audit.json").read_text()) if (out / "audit.json").exists() else None
-        )
+        audit = final_verdict(out)
         before = set_means(metrics, "original", 0)
         last_epoch = max(summary["epoch"] for summary in metrics["summary"])
         for summary in metrics["summary"]:
@@ -218,9 +234,7 @@ def main() -> None:
                 **summary,
                 **usage,
                 # the audit judges the final model only; earlier epochs have no verdict
-                "audit": audit["unlearned"]["overall"]
-                if audit and summary["epoch"] == last_epoch
-                else None,
+                "audit": audit if summary["epoch"] == last_epoch else None,
             }
             if reference is not None:
                 gaps = {
