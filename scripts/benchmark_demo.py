@@ -103,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     ).stdout.strip()
     started, ended, events, _ = run_demo(clone)
     finished = [e for e in events if e["event"] == "finished"][-1]
-    metrics = json.loads(Path(finished["outputs"]["metrics"]).read_text(encoding="utf-8"))
-    audit_path = finished["outputs"].get("reference_audit")
-    audit = json.loads(Path(audit_path).read_text(encoding="utf-8")) if audit_path else None
+    outputs = {k: clone / v for k, v in finished["outputs"].items()}  # relative to the clone
+    metrics = json.loads(outputs["metrics"].read_text(encoding="utf-8"))
+    audit_path = outputs.get("reference_audit")
+    audit = json.loads(audit_path.read_text(encoding="utf-8")) if audit_path else None
     document = {
         "command": "python3 scripts/benchmark_demo.py",
         "measures": "time scripts/demo.sh in a fresh clone",
@@ -114,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpu_count": os.cpu_count()},
         "wall_seconds": round(ended - started, 1),
         "phases": phase_seconds(started, events, ended),
-        "forget": metrics.get("forget_ids") or finished.get("forget_ids"),
+        "forget": sorted(i for i, role in metrics["roles"].items() if role == "forget"),
         "results": results(metrics),
         "summary": metrics.get("summary"),
-        "audit": None if audit is None else audit.get("overall", audit.get("verdict")),
+        "audit": None if audit is None else (audit.get("verdict") or audit.get("reason")),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     partial = args.json.with_suffix(".json.partial")
