@@ -75,6 +75,9 @@ def test_a_changed_number_in_the_json_changes_the_documents(docs_copy):
     last = [r for r in strategies["rows"] if r["preset"] == "noisy-label+fix-decoder"][-1]
     last["forget_decrease_pct"] = 12.345
     (docs_copy / "benchmarks-strategies.json").write_text(json.dumps(strategies))
+    demo = json.loads((docs_copy / "benchmarks-demo.json").read_text())
+    demo["wall_seconds"] = 1234.0
+    (docs_copy / "benchmarks-demo.json").write_text(json.dumps(demo))
     audit = json.loads((docs_copy / "audit-design.json").read_text())
     audit["new_audit"]["verdict_rates"]["retrain"]["070"]["forgotten"] = 0.4321
     (docs_copy / "audit-design.json").write_text(json.dumps(audit))
@@ -82,6 +85,8 @@ def test_a_changed_number_in_the_json_changes_the_documents(docs_copy):
         ("docs/benchmarks.md", "**9.87**"),
         ("docs/benchmarks.md", "| 0.432 |"),
         ("README.md", "-12.3 %"),
+        ("README.md", "| 20.6; "),
+        ("docs/benchmarks.md", "**20.6 minutes** in all, over the 10-minute target"),
     ):
         current = (REPO / document).read_text(encoding="utf-8")
         changed = renderer.rendered_document(current, document, docs=docs_copy)

@@ -57,6 +57,47 @@ def _load(docs: Path, name: str) -> dict:
     return json.loads((docs / name).read_text(encoding="utf-8"))
 
 
+# --------------------------------------------------------------------------- the demo
+
+DEMO_TARGET_MINUTES = 10  # issue 12: the demo from a fresh clone on 2 cores
+
+
+def _demo_rows(data: dict) -> tuple[dict, dict]:
+    """The original's row (epoch 0) and the last evaluated epoch's."""
+    rows = sorted(data["results"], key=lambda r: r["epoch"])
+    return rows[0], rows[-1]
+
+
+def render_demo(docs: Path) -> str:
+    data = _load(docs, "benchmarks-demo.json")
+    minutes = data["wall_seconds"] / 60
+    verdict = "under" if minutes < DEMO_TARGET_MINUTES else "over"
+    lines = [
+        f"Command: `{data['command']}` ({data['measures']}; commit {data['commit']}, measured "
+        f"{data['date']}, {data['machine']['cpu_count']} CPU cores): **{minutes:.1f} minutes** "
+        f"in all, {verdict} the {DEMO_TARGET_MINUTES}-minute target.",
+        "",
+        "| phase | seconds |",
+        "|---|---|",
+    ]
+    lines += [f"| {p['phase']} | {p['seconds']:.1f} |" for p in data["phases"]]
+    lines += ["", "| epoch | Dice forget | Dice retain | Dice held-out |", "|---|---|---|---|"]
+    lines += [
+        f"| {r['epoch']} | {_f(r.get('forget'))} | {_f(r.get('retain'))} | "
+        f"{_f(r.get('held-out'))} |"
+        for r in sorted(data["results"], key=lambda r: r["epoch"])
+    ]
+    before, after = _demo_rows(data)
+    lines += [
+        "",
+        f"Forget Dice {before['forget']:.4f} -> {after['forget']:.4f} "
+        f"({100 * (after['forget'] / before['forget'] - 1):+.1f} %), retain kept "
+        f"{100 * after['retain'] / before['retain']:.1f} %, held-out kept "
+        f"{100 * after['held-out'] / before['held-out']:.1f} % (epoch 0 = the original model).",
+    ]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- training, RTE
 
 
@@ -214,21 +255,33 @@ def paper_row() -> str:
     )
 
 
-def _reference_line(data: dict) -> str:
+def _reference_line(data: dict, timed: str = "of training") -> str:
     ref = data["reference"]
     sets = ref["sets"]
     return (
         "Retrain-from-scratch reference (same recipe and seed, retain subjects only): Dice "
         f"forget {_f(sets['forget']['dice'])}, retain {_f(sets['retain']['dice'])}, held-out "
-        f"{_f(sets['held-out']['dice'])}; {ref['seconds']:g} s of training."
+        f"{_f(sets['held-out']['dice'])}; {ref['seconds']:g} s {timed}."
+    )
+
+
+def _preset_table(docs: Path, name: str, seconds: str = "loop s") -> str:
+    data = _load(docs, name)
+    head = PRESET_HEAD.replace("| loop s |", f"| {seconds} |")
+    timed = "of training" if seconds == "loop s" else "for the whole retrain command"
+    return "\n".join(
+        [_reference_line(data, timed), "", head, *preset_rows(data["rows"]), paper_row()]
     )
 
 
 def render_strategies(docs: Path) -> str:
-    data = _load(docs, "benchmarks-strategies.json")
-    return "\n".join(
-        [_reference_line(data), "", PRESET_HEAD, *preset_rows(data["rows"]), paper_row()]
-    )
+    return _preset_table(docs, "benchmarks-strategies.json")
+
+
+def render_strategies_labelmap(docs: Path) -> str:
+    """The paper's presets at 20 and 50 epochs on the label-map cohort (bench scale); its
+    seconds are whole commands (benchmark_strategies.py timed the subprocesses)."""
+    return _preset_table(docs, "benchmarks-strategies-labelmap.json", "command s")
 
 
 def render_literature(docs: Path) -> str:
@@ -604,7 +657,29 @@ def render_protocol_run(data: dict) -> str:
     if scored:
         lines.append(f"- NeurIPS score resolution: {scored['resolution']}.")
     lines += [f"- NeurIPS score not computed for {reason}." for reason in reasons]
+    if "tuning" in data:
+        lines += ["", *_tuning(data["tuning"])]
     return "\n".join(lines).lstrip("\n")
+
+
+def _tuning(tuning: dict) -> list[str]:
+    """The search behind a tuned protocol run: every trial on the tuning pair, its objective."""
+    lines = [
+        f"The hyper-parameter search behind it ({tuning['trials_per_method']} trials per method, "
+        f"the default among them, all on subject {tuning['subject']} at seed {tuning['seed']}, "
+        "which the table above leaves out). Objective: " + tuning["objective"],
+        "",
+        "| trial | forget gap / tau | retain kept % | held-out kept % | audit | objective |",
+        "|---|---|---|---|---|---|",
+    ]
+    for trial in tuning["trials"]:
+        lines.append(
+            f"| `{trial['label']}` | {trial['forget_gap'] / trial['tau']:+.2f} | "
+            f"{trial['retain_kept_pct']:.1f} | {_f(trial['held_out_kept_pct'], '.1f')} | "
+            f"{trial['audit']} | {trial['objective']:.2f} |"
+        )
+    lines += ["", "Chosen: " + "; ".join(f"`{c}`" for c in tuning["chosen"].values()) + "."]
+    return lines
 
 
 GOAL = {"success_pct": 80, "kept_pct": 98, "rte": 5}  # issue 11, "How it will be checked"
@@ -665,9 +740,20 @@ def render_readme(docs: Path) -> str:
     first = training["rows"][0]
     gaps = [r["gap_loss"] for r in memo["leave_one_out"] if r["gap_loss"] is not None]
     bench = "docs/benchmarks.md section"
+    demo = _load(docs, "benchmarks-demo.json")
+    demo_before, demo_after = _demo_rows(demo)
     rows = [
         (
-            f"the demo's unlearning, noisy-label `--fix-decoder`, {fd['epoch']} epochs: forget "
+            f"the demo from a fresh clone, `time scripts/demo.sh` ({demo['date']}): minutes in "
+            f"all; forget Dice of 070 at epochs 0 -> {demo_after['epoch']}; retain kept",
+            f"{demo['wall_seconds'] / 60:.1f}; {demo_before['forget']:.4f} -> "
+            f"{demo_after['forget']:.4f}; "
+            f"{100 * demo_after['retain'] / demo_before['retain']:.1f} %",
+            f"`python3 scripts/benchmark_demo.py` ({bench} 1)",
+        ),
+        (
+            f"the demo's method on the full cpu-demo baseline, noisy-label `--fix-decoder`, "
+            f"{fd['epoch']} epochs: forget "
             f"Dice {fd['before']['forget']['dice']:.4f} -> {fd['after']['forget']['dice']:.4f}, "
             f"retain kept; audit*",
             f"-{fd['forget_decrease_pct']:.1f} % / {fd['retain_preservation_pct']:.1f} %; "
@@ -851,11 +937,17 @@ def render_audit_design(docs: Path) -> str:
 
 BLOCKS: dict[str, tuple[str, str, Callable[[Path], str]]] = {
     # name: (document, the JSON files it reads, renderer)
+    "demo": ("docs/benchmarks.md", "benchmarks-demo.json", render_demo),
     "original": ("docs/benchmarks.md", "benchmarks-strategies.json", render_original),
     "training": ("docs/benchmarks.md", "benchmarks-training.json", render_training),
     "rte": ("docs/benchmarks.md", "benchmarks-rte.json", render_rte),
     "strategies": ("docs/benchmarks.md", "benchmarks-strategies.json", render_strategies),
     "literature": ("docs/benchmarks.md", "benchmarks-literature.json", render_literature),
+    "strategies-labelmap": (
+        "docs/benchmarks.md",
+        "benchmarks-strategies-labelmap.json",
+        render_strategies_labelmap,
+    ),
     "strategy-findings": (
         "docs/benchmarks.md",
         "benchmarks-strategies.json, benchmarks-literature.json",
