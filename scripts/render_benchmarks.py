@@ -667,7 +667,7 @@ def _tuning(tuning: dict) -> list[str]:
     lines = [
         f"The hyper-parameter search behind it ({tuning['trials_per_method']} trials per method, "
         f"the default among them, all on subject {tuning['subject']} at seed {tuning['seed']}, "
-        "which the table above leaves out). Objective: " + tuning["objective"],
+        "which the table above leaves out). Objective: " + " ".join(tuning["objective"].split()),
         "",
         "| trial | forget gap / tau | retain kept % | held-out kept % | audit | objective |",
         "|---|---|---|---|---|---|",
