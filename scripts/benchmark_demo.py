@@ -64,8 +64,8 @@ def results(metrics: dict) -> list[dict]:
     ]
 
 
-def run_demo(clone: Path) -> tuple[float, float, list[dict], str]:
-    """Run ``scripts/demo.sh --events`` in ``clone``; (started, ended, events, stderr tail)."""
+def run_demo(clone: Path) -> tuple[float, float, list[dict]]:
+    """Run ``scripts/demo.sh --events`` in ``clone``; (started, ended, its events)."""
     sys.path.insert(0, str(ROOT / "MachineUnlearning"))
     from MachineUnlearningLib.runtime.events import parse_event
 
@@ -86,7 +86,7 @@ def run_demo(clone: Path) -> tuple[float, float, list[dict], str]:
         event = parse_event(line)
         if event is not None:
             events.append({"event": event.kind, **event.fields})
-    return started, ended, events, process.stderr[-2000:]
+    return started, ended, events
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True
     ).stdout.strip()
-    started, ended, events, _ = run_demo(clone)
+    started, ended, events = run_demo(clone)
     finished = [e for e in events if e["event"] == "finished"][-1]
     outputs = {k: clone / v for k, v in finished["outputs"].items()}  # relative to the clone
     metrics = json.loads(outputs["metrics"].read_text(encoding="utf-8"))

@@ -21,25 +21,14 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shlex
 import sys
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 RETAIN_BAND_PCT = 2.0  # the goal: retain and held-out kept >= 98 %
 RETRAIN_SEEDS = [0, 1, 2]  # benchmark_protocol.py's default reference seeds
-
-
-def _protocol():
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_protocol", ROOT / "scripts" / "benchmark_protocol.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def objective(pair: dict) -> float:
@@ -81,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    protocol = _protocol()
+    import benchmark_protocol as protocol  # scripts/ is on sys.path when this runs as a script
+
+    from MachineUnlearningLib.commands.retrains import training_subjects
+
     methods = protocol.parse_methods(args.method)
     trials = [(n.strip(), shlex.split(o)) for n, _, o in (t.partition("=") for t in args.trial)]
     budget = check_equal_budget(trials, [m[0] for m in methods])
@@ -118,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         # a default that wins keeps its name, so its protocol runs in --work are reused
         row = name if best["options"] == options else f"{name}-tuned"
         chosen[name] = f"{row}={strategy} {shlex.join(best['options'])}".strip()
-    others = [s for s in protocol_subjects(args.cohort) if s != args.tune_subject]
+    others = [s for s in training_subjects(args.cohort) if s != args.tune_subject]
     report_argv = [
         "--cohort", args.cohort, "--recipe", args.recipe, "--subjects", *others,
         "--seeds", *map(str, args.seeds), "--threads", str(args.threads),
@@ -142,12 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.json, document)
     log(f"wrote {args.json}")
     return 0
-
-
-def protocol_subjects(cohort: str) -> list[str]:
-    from MachineUnlearningLib.commands.retrains import training_subjects
-
-    return training_subjects(cohort)
 
 
 if __name__ == "__main__":
