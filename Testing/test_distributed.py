@@ -70,6 +70,19 @@ def _cancel_worker(rank: int, rendezvous: str, source, folder: str) -> None:
     leave()
 
 
+def _gloo_threads_after_leaving_worker(rank: int, rendezvous: str, folder: str) -> None:
+    """Wrap a model in DDP, leave the group, then list this process's native threads by name."""
+    from MachineUnlearningLib.training import distributed
+
+    _join_group(rank, rendezvous)
+    network = distributed.current().wrap(a_tiny_model(), torch.device("cpu"))
+    del network
+    leave()
+    tasks = Path("/proc/self/task")
+    names = sorted((task / "comm").read_text().strip() for task in tasks.iterdir())
+    (Path(folder) / f"threads-{rank}.txt").write_text("\n".join(names))
+
+
 def _spawn(target, *args) -> None:
     mp.spawn(target, args=args, nprocs=WORLD, join=True)
 
@@ -164,6 +177,20 @@ def test_a_cancel_file_seen_by_one_rank_stops_every_rank_at_the_same_step(a_tiny
     _spawn(_cancel_worker, str(tmp_path / "rendezvous"), a_tiny_source, str(tmp_path))
     outcomes = {(tmp_path / f"outcome-{r}.txt").read_text() for r in range(WORLD)}
     assert outcomes == {"cancelled at epoch 1, step 1."}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc/self/task")
+def test_leaving_the_group_stops_gloo_s_threads_even_after_ddp(tmp_path):
+    """The process group must die in ``leave()``, not in interpreter finalization: a gloo group
+    still alive at exit aborted a rank in CI ("terminate called without an active exception").
+    DDP's first use imports ``torch.distributed.nn.functional``, whose defaults capture the live
+    WORLD group for the life of the process, unless that module is imported before the group
+    exists (``training/distributed.py`` does)."""
+    _spawn(_gloo_threads_after_leaving_worker, str(tmp_path / "rendezvous"), str(tmp_path))
+    for rank in range(WORLD):
+        names = (tmp_path / f"threads-{rank}.txt").read_text().split()
+        assert names, rank
+        assert [n for n in names if "gloo" in n] == [], (rank, names)
 
 
 def test_sync_batchnorm_is_unavailable_on_cpu(tmp_path):

@@ -38,6 +38,13 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+# Imported before any process group exists, on purpose: this module's functions take
+# ``group=group.WORLD`` as a default, evaluated at import. DDP's first use imports it (through
+# torch._dynamo -> fsdp -> _shard); imported after init_process_group it would hold the WORLD
+# group until interpreter finalization, so destroy_process_group could not stop gloo's threads
+# and a rank could abort at exit (``Testing/test_distributed.py``, the gloo-threads test).
+import torch.distributed.nn.functional  # noqa: F401
+
 from MachineUnlearningLib.runtime.device import resolve_device
 from MachineUnlearningLib.runtime.errors import InvalidInputError
 
@@ -85,7 +92,7 @@ class Distributed:
         """True on every rank when ``flag`` is True on any rank."""
         if not self.active:
             return flag
-        value = _buffer(torch.float32).fill_(1.0 if flag else 0.0)
+        value = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item() > 0)
 
@@ -93,7 +100,7 @@ class Distributed:
         """The sum of ``value`` over ranks (float64), the same on every rank."""
         if not self.active:
             return value
-        total = _buffer(torch.float64).fill_(value)
+        total = torch.tensor([value], dtype=torch.float64, device=_collective_device())
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
         return float(total.item())
 
@@ -101,7 +108,7 @@ class Distributed:
         """Rank 0's ``flag``, on every rank."""
         if not self.active:
             return flag
-        value = _buffer(torch.float32).fill_(1.0 if flag else 0.0)
+        value = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
         dist.broadcast(value, src=0)
         return bool(value.item() > 0)
 
@@ -181,33 +188,15 @@ def session(device_name: str) -> Iterator[Distributed]:
 
 
 def leave() -> None:
-    """Leave the process group: every rank waits for the others (``barrier``), then destroys it.
-
-    Why the barrier: a rank that tears down while another is still finishing the last
-    collective (a cancelled run ends right after one) can abort in gloo's teardown
-    (``terminate called without an active exception``: 1 time in 109 two-rank cancelled runs on
-    a loaded 2-core machine before this and the shared buffers below, 0 in 52 after).
-    """
+    """Leave the process group: every rank waits for the others (``barrier``), then destroys it,
+    which ends gloo's threads here, while the interpreter is fully alive (see the import of
+    ``torch.distributed.nn.functional`` above for what used to keep the group alive)."""
     dist.barrier()
     dist.destroy_process_group()
 
 
-# One 1-element tensor per dtype for the loop's scalar collectives, alive as long as the
-# process. Why not a fresh tensor per call: gloo's worker thread may drop its reference to a
-# finished collective's tensor after the caller has dropped its own; the last reference then
-# frees a Python object from a C++ thread, which aborts if the interpreter is already exiting.
-_BUFFERS: dict[tuple[torch.dtype, str], torch.Tensor] = {}
-
-
-def _buffer(dtype: torch.dtype) -> torch.Tensor:
-    device = _collective_device()
-    key = (dtype, str(device))
-    if key not in _BUFFERS:
-        _BUFFERS[key] = torch.zeros(1, dtype=dtype, device=device)
-    return _BUFFERS[key]
-
-
 def _collective_device() -> torch.device:
+    """Where the scalar collectives' tensors live: the rank's GPU for nccl, else the CPU."""
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
