@@ -93,6 +93,16 @@ def test_a_changed_number_in_the_json_changes_the_documents(docs_copy):
         assert changed != current and wanted in changed
 
 
+def test_the_demo_names_its_cpu_when_its_json_records_one(docs_copy):
+    """Demo numbers differ across CPUs (docs/benchmarks.md section 1), so a run that records
+    its CPU says which one; an older JSON without it still renders."""
+    demo = json.loads((docs_copy / "benchmarks-demo.json").read_text())
+    demo["machine"].pop("cpu", None)
+    assert "CPU cores):" in renderer.render_demo_from(demo)
+    demo["machine"]["cpu"] = "Some CPU 9000"
+    assert "CPU cores, Some CPU 9000):" in renderer.render_demo_from(demo)
+
+
 def test_a_document_without_a_block_is_refused():
     with pytest.raises(SystemExit):
         renderer.rendered_document("no markers here", "README.md")

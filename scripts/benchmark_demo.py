@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clone-into", type=Path, default=None, help="(a new temporary folder)")
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "benchmarks-demo.json")
     args = parser.parse_args(argv)
+    from benchmark_training import cpu_name  # scripts/ is on sys.path when run as a script
+
     clone = args.clone_into or Path(tempfile.mkdtemp(prefix="demo-clone-")) / "repo"
     if clone.exists():
         raise SystemExit(f"--clone-into: {clone} exists; give a new folder (a fresh clone).")
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "measures": "time scripts/demo.sh in a fresh clone",
         "date": date.today().isoformat(),
         "commit": commit,
-        "machine": {"cpu_count": os.cpu_count()},
+        "machine": {"cpu_count": os.cpu_count(), "cpu": cpu_name()},
         "wall_seconds": round(ended - started, 1),
         "phases": phase_seconds(started, events, ended),
         "forget": sorted(i for i, role in metrics["roles"].items() if role == "forget"),

@@ -203,7 +203,7 @@ def measure(config: dict, cohort: str, rounds: int, steps: int) -> dict:
     )
     row = {
         "name": config["name"],
-        "device": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
+        "device": torch.cuda.get_device_name(device) if cuda else cpu_name(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "load_average_1min": round(os.getloadavg()[0], 2),  # how busy the machine was
@@ -283,7 +283,8 @@ def _unlearning_run(source, ids: list[str], training, spec):
     return kwargs, plan_of, config
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what platform knows of it."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
