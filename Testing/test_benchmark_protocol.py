@@ -126,6 +126,74 @@ def test_the_audit_hook_calls_the_engines_audit_against_the_subjects_references(
     assert protocol.audit_verdict(0.30, references["a"], spread) == "over-forgotten"
 
 
+def protocol_document(retrained, originals, candidates):
+    """A protocol JSON's audit inputs: ``{subject: {seed: Dice}}`` for the retrains and the
+    originals ("do nothing"), ``{row: {(subject, seed): Dice}}`` for the other rows."""
+    seeds = sorted({k for by_seed in originals.values() for k in by_seed})
+    rows = {"do nothing": {(u, k): v for u in originals for k, v in originals[u].items()}}
+    rows.update(candidates)
+    pairs = {
+        name: [
+            {"subject": u, "seed": k, "forget_dice": v, "audit": "?"} for (u, k), v in got.items()
+        ]
+        for name, got in rows.items()
+    }
+    return {
+        "audit_feature": "dice",
+        "seeds": seeds,
+        "training_subjects": sorted(originals),
+        "retrain_dice": {u: {str(j): v for j, v in d.items()} for u, d in retrained.items()},
+        "rows": [{"name": name, "audit": {}} for name in rows],
+        "pairs": pairs,
+    }
+
+
+def test_rescoring_recomputes_every_verdict_from_the_recorded_scores():
+    retrained = {u: {0: 0.49, 1: 0.50, 2: 0.51} for u in ("a", "b", "c")}
+    originals = {u: {0: 0.60, 1: 0.61, 2: 0.60} for u in ("a", "b", "c")}
+    document = protocol_document(
+        retrained, originals, {"m": {("a", 0): 0.50, ("b", 1): 0.61, ("c", 2): 0.20}}
+    )
+    rescored = protocol.rescore_audit(document)
+    assert [p["audit"] for p in rescored["pairs"]["m"]] == [
+        "forgotten", "still remembered", "over-forgotten"
+    ]  # fmt: skip
+    assert rescored["rows"][0]["audit"] == {"still remembered": 9}
+    assert rescored["rows"][1]["audit"] == {
+        "forgotten": 1, "over-forgotten": 1, "still remembered": 1
+    }  # fmt: skip
+    assert document["pairs"]["m"][0]["audit"] == "?"  # the input is not modified
+    del originals["c"][2]
+    with pytest.raises(ValueError, match="c at seed 2"):
+        protocol.rescore_audit(protocol_document(retrained, originals, {}))
+
+
+def test_every_committed_protocol_json_has_the_verdicts_of_todays_audit_rule():
+    """A change to the audit rule must be followed by scripts/rescore_protocol_audit.py; the
+    slices that do not record every input are listed, so none drops out unnoticed."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    not_rescorable = []
+    for path in sorted(docs.glob("benchmarks-protocol*.json")):
+        document = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            rescored = protocol.rescore_audit(document)
+        except ValueError:
+            not_rescorable.append(path.name)
+            continue
+        for name, pairs in document["pairs"].items():
+            got = [p["audit"] for p in rescored["pairs"][name]]
+            assert [p["audit"] for p in pairs] == got, f"{path.name}, row {name}"
+    rendered = load_script("render_benchmarks").render_protocol_run(
+        json.loads((docs / "benchmarks-protocol-salun.json").read_text(encoding="utf-8"))
+    )
+    assert "re-scored on" in rendered and "rescore_protocol_audit.py" in rendered
+    assert not_rescorable == [
+        "benchmarks-protocol-defaults.json",  # slice: 2 subjects x 2 seeds
+        "benchmarks-protocol-tuned.json",  # the tuning subject's originals are not recorded
+        "benchmarks-protocol.json",  # slice: 2 subjects x 2 seeds
+    ]
+
+
 def small_cohort(root: Path) -> Path:
     """3 training subjects and 2 held-out, phantom-sized: the protocol's smallest input."""
     for index, subject_id in enumerate(("1", "4", "070")):

@@ -62,6 +62,21 @@ def test_originals_too_close_to_the_retrains_make_the_subject_not_auditable():
     assert verdict.separation_sds < verdict.min_separation / verdict.seed_sd
 
 
+def test_a_collapse_far_below_the_retrains_is_over_forgotten_even_when_not_auditable():
+    # the originals overlap the retrains (no "forgotten" / "still remembered" call is
+    # possible), but a model scoring 20 SDs below every retrain is worse than models that
+    # never saw the subject: that needs only the retrains
+    close = refs(originals=(0.505, 0.51, 0.515))
+    spread = pooled_spread([close])
+    collapsed = reference_verdict(0.30, close, spread)
+    assert collapsed.verdict == "over-forgotten" and not collapsed.auditable
+    assert "retrains alone" in collapsed.explanation
+    # just inside the margin, or above the retrains, stays "not auditable"
+    inside = reference_verdict(0.50 - 0.9 * collapsed.margin, close, spread)
+    assert inside.verdict == "not auditable"
+    assert reference_verdict(0.60, close, spread).verdict == "not auditable"
+
+
 def test_a_lower_is_member_feature_is_oriented():
     loss = refs(retrained=(1.2, 1.25, 1.3), originals=(0.9, 0.95, 1.0), feature="loss")
     spread = pooled_spread([loss])

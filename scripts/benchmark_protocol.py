@@ -58,6 +58,7 @@ over every training subject.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import random
@@ -313,6 +314,39 @@ def audit_references(
     return references, pooled_spread(list(references.values()))
 
 
+def rescore_audit(document: dict) -> dict:
+    """``document`` (a protocol JSON) with every pair's audit verdict and every row's counts
+    recomputed by today's ``reference_verdict`` from the scores the document records.
+
+    The audit's inputs are all in the document when its feature is Dice: the subjects' own
+    retrains (``retrain_dice``), the originals (the "do nothing" row's forget Dice, one per
+    training subject and seed) and each candidate's forget Dice. Raises ValueError (naming what
+    is missing) when the document does not record them all, e.g. a slice over some subjects.
+    """
+    if document.get("audit_feature") != "dice":
+        raise ValueError(f"audit_feature is {document.get('audit_feature')!r}; only 'dice' "
+                         "is recorded per pair")  # fmt: skip
+    seeds, training = document["seeds"], document["training_subjects"]
+    nothing = {(p["subject"], p["seed"]): p["forget_dice"] for p in document["pairs"][DO_NOTHING]}
+    missing = [f"{u} at seed {k}" for u in training for k in seeds if (u, k) not in nothing]
+    if missing or set(document["retrain_dice"]) != set(training):
+        raise ValueError(
+            "the originals' or the retrains' scores are not recorded for every training "
+            f"subject (missing originals: {', '.join(missing) or 'none'})"
+        )
+    retrained = {u: {int(j): v for j, v in d.items()} for u, d in document["retrain_dice"].items()}
+    originals = {u: {k: nothing[(u, k)] for k in seeds} for u in training}
+    audits = {k: audit_references("dice", retrained, originals, k) for k in seeds}
+    out = copy.deepcopy(document)
+    for pairs in out["pairs"].values():
+        for pair in pairs:
+            references, spread = audits[pair["seed"]]
+            pair["audit"] = audit_verdict(pair["forget_dice"], references[pair["subject"]], spread)
+    for row in out["rows"]:
+        row["audit"] = audit_counts(out["pairs"][row["name"]])
+    return out
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -432,9 +466,14 @@ def summarise_row(pairs: list[dict], floors: dict[int, dict]) -> dict:
     retrains = [s for p in pairs if p.get("loop_seconds") for s in p["retrain_loop_seconds"]]
     summary["loop_seconds_mean"] = statistics.fmean(loops) if loops else None
     summary["rte"] = retrain_time_efficiency(retrains, statistics.fmean(loops)) if loops else None
-    verdicts = [p["audit"] for p in pairs]
-    summary["audit"] = {v: verdicts.count(v) for v in sorted(set(verdicts))}
+    summary["audit"] = audit_counts(pairs)
     return summary
+
+
+def audit_counts(pairs: list[dict]) -> dict[str, int]:
+    """``{verdict: number of pairs}`` over a row's pairs."""
+    verdicts = [p["audit"] for p in pairs]
+    return {v: verdicts.count(v) for v in sorted(set(verdicts))}
 
 
 def run_protocol(

@@ -592,7 +592,7 @@ def render_protocol_run(data: dict) -> str:
         f"{data['threads']} torch threads per unlearning run; {machine['cpu_count']} CPU "
         f"cores, torch {machine['torch']}, 1-minute load average "
         f"{machine['load_average_1min'][0]} at the start, {machine['load_average_1min'][1]} at "
-        f"the end; {machine['wall_seconds']:.0f} s in all){_reused(data)}.",
+        f"the end; {machine['wall_seconds']:.0f} s in all){_reused(data)}.{_rescored(data)}",
         "",
         "| row | method (options) | pairs | forget-Dice gap to the retrains, mean [95 % CI] | "
         "retain kept %, mean [95 % CI] | held-out kept %, mean [95 % CI] | success (within the "
@@ -700,6 +700,17 @@ def _reused(data: dict) -> str:
         f"; {reused} of {len(runs)} unlearning runs were reused from an earlier invocation of "
         "this command (same outputs folder), so their loop seconds were measured then, under "
         "that run's load"
+    )
+
+
+def _rescored(data: dict) -> str:
+    note = data.get("audit_rescored")
+    if not note:
+        return ""
+    return (
+        f" The audit column was re-scored on {note['date']} with the audit rule of that date "
+        f"(`scripts/rescore_protocol_audit.py`, from the scores recorded here; "
+        f"{note['changed']} verdict(s) changed)."
     )
 
 

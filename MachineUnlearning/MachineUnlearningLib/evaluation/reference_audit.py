@@ -29,7 +29,9 @@ member-like. Then:
 - *not auditable* when the originals sit so close to the retrains that a model that unlearned
   nothing would be certified with probability above ``alpha``: the rule needs
   ``mu_in - mu_out >= band_half_width + z_(1-alpha) * sd_in`` (plug-in Gaussian estimate,
-  ``sd_in`` the originals' pooled seed SD);
+  ``sd_in`` the originals' pooled seed SD); except that a model shown to score beyond the
+  margin on the non-member side (the one-sided test of ``theta >= -delta`` rejected at
+  ``alpha``) is *over-forgotten* whatever the originals do: that claim needs only the retrains;
 - otherwise *still remembered* when ``s`` lies on the member side of the retrains' mean,
   *over-forgotten* on the other side (worse on x than models that never saw it: the
   "Streisand" signature).
@@ -278,8 +280,9 @@ def reference_verdict(
     band = delta - t_crit * se
     min_separation = max(band, 0.0) + float(stats.norm.ppf(1.0 - alpha)) * sd_in
     auditable = (mu_in - mu_out) >= min_separation
+    p_below_low = float(stats.t.cdf((theta + delta) / se, df))  # H0: theta >= -delta
     if not auditable:
-        verdict = "not auditable"
+        verdict = "over-forgotten" if p_below_low < alpha else "not auditable"
     elif p_equivalence < alpha:
         verdict = "forgotten"
     else:
@@ -360,6 +363,12 @@ def _explained(v: ReferenceVerdict) -> ReferenceVerdict:
         "not auditable": "NOT AUDITABLE: for this subject the original models and the retrains "
         "cannot be told apart well enough; no verdict on forgetting is possible from them.",
     }[v.verdict]
+    if not v.auditable and v.verdict == "over-forgotten":
+        head += (
+            " Decided from the retrains alone: the originals cannot be told apart from them "
+            "for this subject, but this model scores more than the margin below the retrains' "
+            "mean (one-sided test at alpha)."
+        )
     text = (
         f"Subject {v.subject_id}: {v.feature} = {v.value:.4g}; retrains without it "
         f"(n = {v.n_retrained}) average {v.retrained_mean:.4g}, the originals "
