@@ -32,6 +32,17 @@ def test_the_cpu_row_reports_ratio_flop_rate_and_fraction_of_the_probed_peak(ben
     assert row["loss"] == "dice-ce" and row["target_grid"] == "input"
 
 
+def test_the_breakdown_times_every_part_of_the_step_against_the_pure_step(bench, a_tiny_cohort):
+    config = {"name": "tiny", "recipe": "cpu-demo", "device": "cpu", "overrides": TINY}
+    row = bench.measure({**config, "breakdown": True}, str(a_tiny_cohort), rounds=2, steps=1)
+    parts = row["step_parts"]
+    assert list(parts["seconds"]) == list(bench.STEP_PARTS) == list(parts["over_pure"])
+    assert parts["over_pure"]["pure"] == 1.0 and parts["rounds"] == 2
+    assert all(v > 0 for v in parts["seconds"].values())
+    assert parts["pipeline_over_pure_step"] > 0
+    assert "step_parts" not in bench.measure(config, str(a_tiny_cohort), rounds=1, steps=1)
+
+
 def test_the_gpu_rows_code_path_runs_at_tiny_size_on_cpu(bench, a_tiny_cohort):
     """The ResNet-50 rows' path (bf16 request, channels_last_3d, the unlearning plan) with the
     model shrunk and on CPU: only CUDA-specific calls are left out."""

@@ -40,4 +40,20 @@ def test_the_demo_trains_the_lighter_baseline_then_unlearns_070(tmp_path, monkey
         True,
     )
     assert unlearn.checkpoint == str(tmp_path / "out" / "baseline" / "model.pt")
-    assert "Report:" in capsys.readouterr().err
+    assert unlearn.references == "cached"  # the default never trains reference models
+    err = capsys.readouterr().err
+    assert "Report:" in err and "Forgetting audit: not run" in err
+
+    jobs.clear()
+    demo.run_demo(tmp_path / "out", "cpu", CollectingSink(), references="auto")
+    assert [job.references for job in jobs if job.command == "unlearn"] == ["auto"]
+
+
+def test_the_demo_command_line_passes_its_reference_mode(monkeypatch):
+    from MachineUnlearningLib.app import cli
+
+    got = []
+    monkeypatch.setattr(demo, "run_demo", lambda *args: got.append(args) or {})
+    for argv, mode in ((["demo"], "cached"), (["demo", "--references", "auto"], "auto")):
+        cli.main(argv)
+        assert got[-1][3] == mode

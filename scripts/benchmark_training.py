@@ -21,6 +21,13 @@ ratios is reported too, it resists bursts of load) is the ratio to compare acros
 machine's FP32 peak as measured by a matrix-multiply probe in the same child (``torch.mm`` of
 2048 x 2048 float32 matrices, best of 5, on the same threads).
 
+With ``--breakdown`` a CPU row also times, in alternating rounds of one step each in the same
+child, where the pipeline's extra time goes (``step_parts``): the pure-compute step; the same on
+a real prepared sample (still ``output.mean()``); with the recipe's real loss on the sample's
+target; and with the gradient clip too. Each is reported over the pure-compute step, so
+``pipeline / pure compute`` splits into input values, loss, clip and the rest (data path and
+loop bookkeeping: the pipeline over the last variant).
+
 CPU rows: the ``cpu-demo`` recipe, and the same with crop jitter 0.05 (each visit re-crops,
 re-resizes and re-normalises: the cost of that augmentation). GPU rows (only when CUDA is
 available; otherwise the JSON's ``gpu`` entry says why they are missing): MedicalNet's
@@ -191,6 +198,11 @@ def measure(config: dict, cohort: str, rounds: int, steps: int) -> dict:
     for _ in range(rounds):
         pipeline_s.append(pipeline(steps))
         compute_s.append(compute(steps))
+    parts = (
+        step_parts(model, source, ids[0], training, device, optimizer, x, rounds)
+        if config.get("breakdown")
+        else None
+    )
     with FlopCounterMode(display=False) as counter:
         compute_step()
     flop = counter.get_total_flops()
@@ -239,11 +251,77 @@ def measure(config: dict, cohort: str, rounds: int, steps: int) -> dict:
     else:
         row["fp32_peak_gflops_measured"] = round(peak_gflops, 1)
         row["fraction_of_fp32_peak"] = round(achieved / peak_gflops, 3)
+    if parts is not None:
+        per_pipeline_step = sum(pipeline_s) / total_steps
+        row["step_parts"] = {
+            **parts,
+            "pipeline_over_pure_step": round(per_pipeline_step / parts["seconds"]["pure"], 3),
+        }
     if config.get("unlearn"):
         per_step = sum(pipeline_s) / total_steps
         row["unlearn_demo_protocol_loop_s"] = round(per_step * DEMO_UNLEARN_STEPS, 1)
         row["unlearn_demo_protocol_steps"] = DEMO_UNLEARN_STEPS
     return row
+
+
+STEP_PARTS = ("pure", "real input", "real input and loss", "real input, loss and clip")
+
+
+def step_parts(model, source, subject_id: str, training, device, optimizer, x, rounds: int):
+    """Seconds per step of each ``STEP_PARTS`` variant (median over ``rounds`` alternating
+    rounds of one step each) and each over ``pure``.
+
+    ``x``: the pure-compute input, (1, C, d, h, w) random; the real sample is ``subject_id``'s
+    prepared image and target (no crop jitter); the loss is ``training.loss`` through
+    ``training.loop.sample_loss``, the clip ``training.grad_clip_norm``.
+    """
+    import statistics
+
+    import torch
+
+    from MachineUnlearningLib.training.loop import sample_loss
+
+    sample = source.sample(subject_id)
+    image, target = sample.image[None].to(device), sample.target[None].to(device)
+    trained = [p for p in model.parameters() if p.requires_grad]
+
+    def mean_loss(out):
+        return out.float().mean()
+
+    def real_loss(out):
+        return sample_loss(out, target, training.loss)
+
+    def step(inputs, loss_of, clip: bool) -> float:
+        started = time.perf_counter()
+        loss_of(model(inputs)).backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(trained, training.grad_clip_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - started
+
+    variants = dict(
+        zip(
+            STEP_PARTS,
+            (
+                lambda: step(x, mean_loss, False),
+                lambda: step(image, mean_loss, False),
+                lambda: step(image, real_loss, False),
+                lambda: step(image, real_loss, True),
+            ),
+            strict=True,
+        )
+    )
+    times: dict[str, list[float]] = {name: [] for name in STEP_PARTS}
+    for _ in range(rounds):
+        for name, run in variants.items():
+            times[name].append(run())
+    seconds = {name: statistics.median(t) for name, t in times.items()}
+    return {
+        "rounds": rounds,
+        "seconds": {name: round(v, 4) for name, v in seconds.items()},
+        "over_pure": {name: round(v / seconds["pure"], 3) for name, v in seconds.items()},
+    }
 
 
 def _unlearning_run(source, ids: list[str], training, spec):
@@ -337,6 +415,9 @@ def main() -> None:
     parser.add_argument(
         "--append", action="store_true", help="add the rows to those already in --out"
     )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="CPU rows: also time the step's parts"
+    )
     args = parser.parse_args()
     import torch
 
@@ -344,6 +425,8 @@ def main() -> None:
     configs = list(CPU_CONFIGS) + (list(GPU_CONFIGS) if cuda else [])
     if args.only:
         configs = [c for c in configs if c["name"] in args.only]
+    if args.breakdown:
+        configs = [{**c, "breakdown": c["device"] == "cpu"} for c in configs]
     rows = []
     for config in configs:
         row = {**run_isolated(config, args.cohort, args.rounds, args.steps), "engine": args.engine}
@@ -362,6 +445,14 @@ def main() -> None:
             f"GFLOP/s = {extra}, peak {row['peak_memory_mib']:.0f} MiB",
             flush=True,
         )
+        if "step_parts" in row:
+            parts = row["step_parts"]["over_pure"]
+            print(
+                "  step parts over the pure-compute step: "
+                + ", ".join(f"{name} {ratio:.3f}" for name, ratio in parts.items())
+                + f"; pipeline {row['step_parts']['pipeline_over_pure_step']:.3f}",
+                flush=True,
+            )
     gpu = gpu_section(cuda)
     if not gpu["measured"]:
         print(f"GPU rows skipped: {gpu['reason']}", flush=True)
@@ -369,7 +460,9 @@ def main() -> None:
         if args.append and args.out.exists():
             rows = json.loads(args.out.read_text())["rows"] + rows
         document = {"command": "scripts/benchmark_training.py", "rows": rows, "gpu": gpu}
-        args.out.write_text(json.dumps(document, indent=2) + "\n")
+        from MachineUnlearningLib.runtime.files import write_json
+
+        write_json(args.out, document)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,30 @@ def render_training(docs: Path) -> str:
     gpu = data.get("gpu", {})
     if not gpu.get("measured", False):
         lines += ["", f"GPU rows: not measured. {gpu.get('reason', '')}".rstrip()]
+    parted = [row for row in data["rows"] if "step_parts" in row]
+    if parted:
+        lines += [
+            "",
+            "Where the pipeline's extra time goes (`--breakdown`): seconds per step of each "
+            "variant, median over alternating rounds of one step each in the same process, and "
+            "over the pure-compute step.",
+            "",
+            "| configuration | engine | rounds | "
+            + " | ".join(parted[0]["step_parts"]["seconds"])
+            + " | pipeline |",
+            "|---|---|---|" + "---|" * (len(parted[0]["step_parts"]["seconds"]) + 1),
+        ]
+        for row in parted:
+            parts = row["step_parts"]
+            cells = [
+                f"{parts['seconds'][name]:.2f} s ({parts['over_pure'][name]:.3f})"
+                for name in parts["seconds"]
+            ]
+            lines.append(
+                f"| {row['name']} | {row.get('engine', 'this checkout')} | {parts['rounds']} | "
+                + " | ".join(cells)
+                + f" | {parts['pipeline_over_pure_step']:.3f} |"
+            )
     for row in data["rows"]:
         if "unlearn_demo_protocol_loop_s" in row:
             lines += [

@@ -4,7 +4,8 @@ method, the objective is closeness to the retrained models).
 
 Usage:
     .venv/bin/python scripts/tune_protocol.py --cohort /work/lm-cohort --recipe bench \\
-        --tune-subject 070 --tune-seed 0 --seeds 0 1 2 --work protocol-runs \\
+        --tune-subject 070 --tune-seed 0 --seeds 0 1 2 [--retrain-seeds 0 1 2] \\
+        --work protocol-runs \\
         --method "scrub=scrub" --trial scrub="--param learning_rate=1e-3" ... \\
         [--label ...] --json docs/benchmarks-protocol-tuned.json
 
@@ -28,7 +29,6 @@ from collections import Counter
 from pathlib import Path
 
 RETAIN_BAND_PCT = 2.0  # the goal: retain and held-out kept >= 98 %
-RETRAIN_SEEDS = [0, 1, 2]  # benchmark_protocol.py's default reference seeds
 
 
 def objective(pair: dict) -> float:
@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-subject", required=True)
     parser.add_argument("--tune-seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--retrain-seeds", type=int, nargs="+", default=[0, 1, 2],
+        help="the references, for the trials and the report (benchmark_protocol.py's default)",
+    )  # fmt: skip
     parser.add_argument("--method", action="append", default=[], required=True)
     parser.add_argument("--trial", action="append", default=[], metavar="NAME=OPTIONS")
     parser.add_argument("--threads", type=int, default=2)
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             run_name = f"{name}-trial-{tag}" if extra else name
             result = protocol.run_protocol(
                 args.cohort, config, [args.tune_subject], [args.tune_seed],
-                RETRAIN_SEEDS, [(run_name, strategy, [*options, *extra])],
+                args.retrain_seeds, [(run_name, strategy, [*options, *extra])],
                 args.work, args.threads, "cpu", protocol.QuietSink(log), log,
             )  # fmt: skip
             pair = result["pairs"][run_name][0]
@@ -113,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     others = [s for s in training_subjects(args.cohort) if s != args.tune_subject]
     report_argv = [
         "--cohort", args.cohort, "--recipe", args.recipe, "--subjects", *others,
-        "--seeds", *map(str, args.seeds), "--threads", str(args.threads),
+        "--seeds", *map(str, args.seeds), "--retrain-seeds", *map(str, args.retrain_seeds),
+        "--threads", str(args.threads),
         "--work", str(args.work), "--label", args.label, "--json", str(args.json),
     ]  # fmt: skip
     for spec in chosen.values():

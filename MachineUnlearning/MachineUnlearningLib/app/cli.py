@@ -213,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--device", default="auto", help="auto | cpu | cuda (auto)")
     demo.add_argument("--events", action="store_true", help="print JSON events, one per line")
+    demo.add_argument(
+        "--references",
+        choices=("cached", "auto", "none"),
+        default="cached",
+        help="the forgetting audit's reference models: 'cached' uses what the retrain cache "
+        "holds (a fresh machine has none: the audit then says it did not run), 'auto' trains "
+        "the forget subject's missing ones first (cost printed first), 'none' skips it (cached)",
+    )
     return parser
 
 
@@ -316,7 +324,7 @@ def _run(args: argparse.Namespace, sink: EventSink) -> dict:
     if args.command == "demo":
         from MachineUnlearningLib.commands.demo import run_demo
 
-        return run_demo(args.output, args.device, sink)
+        return run_demo(args.output, args.device, sink, args.references)
     from MachineUnlearningLib.commands import run_job
 
     job = job_from_args(args)
